@@ -1,0 +1,69 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "nvbuild",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "nvbuild", targets: ["nvbuild"]),
+        .library(name: "Conftest", targets: ["Conftest"]),
+        .library(name: "KernelTree", targets: ["KernelTree"]),
+        .library(name: "ModuleELF", targets: ["ModuleELF"]),
+        .library(name: "ModuleGraph", targets: ["ModuleGraph"]),
+        .library(name: "DKMS", targets: ["DKMS"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+    ],
+    targets: [
+        // System libraries: modulemap + shim header, found through pkg-config.
+        .systemLibrary(name: "CKmod", pkgConfig: "libkmod", providers: [.apt(["libkmod-dev"])]),
+        .systemLibrary(name: "CElf", pkgConfig: "libelf", providers: [.apt(["libelf-dev"])]),
+        .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // Shared plumbing: running processes, atomic writes, diagnostics.
+        .target(
+            name: "NVBuildSupport",
+            dependencies: [.product(name: "Subprocess", package: "swift-subprocess")]
+        ),
+        .target(name: "KernelTree", dependencies: ["NVBuildSupport"]),
+        .target(
+            name: "Conftest",
+            dependencies: [
+                "NVBuildSupport", "KernelTree",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "CElf", "CLzma", "CZstd", "CZlib"]),
+        .target(name: "ModuleGraph", dependencies: ["NVBuildSupport", "KernelTree", "ModuleELF", "CKmod"]),
+        .target(name: "Kbuild", dependencies: ["NVBuildSupport", "KernelTree", "Conftest", "ModuleELF"]),
+        .target(
+            name: "DKMS",
+            dependencies: [
+                "NVBuildSupport", "Kbuild",
+                .product(name: "Mustache", package: "swift-mustache"),
+            ]
+        ),
+        .executableTarget(
+            name: "nvbuild",
+            dependencies: [
+                "NVBuildSupport", "KernelTree", "Conftest", "Kbuild", "ModuleELF", "ModuleGraph", "DKMS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "SupportTests", dependencies: ["NVBuildSupport"]),
+        .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
+        .testTarget(name: "ConftestTests", dependencies: ["Conftest", "KernelTree"]),
+        .testTarget(name: "ModuleELFTests", dependencies: ["ModuleELF"]),
+        .testTarget(name: "ModuleGraphTests", dependencies: ["ModuleGraph", "KernelTree"]),
+        .testTarget(name: "DKMSTests", dependencies: ["DKMS", "Kbuild"]),
+        .testTarget(name: "CLITests", dependencies: ["nvbuild"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+// Conftest: see DESIGN.md for what this target owns.

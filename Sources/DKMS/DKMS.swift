@@ -1,0 +1,1 @@
+// DKMS: see DESIGN.md for what this target owns.

@@ -1,0 +1,1 @@
+// Kbuild: see DESIGN.md for what this target owns.

@@ -1,0 +1,1 @@
+// ModuleELF: see DESIGN.md for what this target owns.

@@ -1,0 +1,1 @@
+// ModuleGraph: see DESIGN.md for what this target owns.

@@ -1,0 +1,118 @@
+import Foundation
+import Subprocess
+
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
+
+/// The outcome of one finished process: exit status and everything it printed.
+public struct ProcessOutput: Sendable, Equatable {
+    public var arguments: [String]
+    public var exitStatus: Int32
+    public var standardOutput: String
+    public var standardError: String
+
+    public init(arguments: [String], exitStatus: Int32, standardOutput: String, standardError: String) {
+        self.arguments = arguments
+        self.exitStatus = exitStatus
+        self.standardOutput = standardOutput
+        self.standardError = standardError
+    }
+
+    public var succeeded: Bool { exitStatus == 0 }
+}
+
+/// Why a process could not be run at all (as opposed to running and failing).
+public enum ProcessRunnerError: Error, CustomStringConvertible, Equatable {
+    case executableNotFound(String)
+    case launchFailed(String, String)
+
+    public var description: String {
+        switch self {
+        case .executableNotFound(let name):
+            return "\(name): command not found in PATH"
+        case .launchFailed(let name, let reason):
+            return "\(name): could not be started: \(reason)"
+        }
+    }
+}
+
+/// Runs commands given as argv arrays (never through a shell) and captures
+/// their output. Compiler invocations are computed as data elsewhere and only
+/// executed here.
+public struct ProcessRunner: Sendable {
+    /// Upper bound on captured output per stream; compiler diagnostics of a
+    /// failing conftest can be long, but not this long.
+    public var outputLimit: Int
+    public var environment: [String: String]?
+
+    public init(outputLimit: Int = 16 * 1024 * 1024, environment: [String: String]? = nil) {
+        self.outputLimit = outputLimit
+        self.environment = environment
+    }
+
+    /// Runs `arguments[0]` (a path, or a name looked up in PATH) with the rest as its arguments.
+    public func run(
+        _ arguments: [String],
+        workingDirectory: String? = nil,
+        extraEnvironment: [String: String] = [:]
+    ) async throws -> ProcessOutput {
+        precondition(!arguments.isEmpty, "empty command line")
+        let executable: Executable =
+            arguments[0].contains("/") ? .path(FilePath(arguments[0])) : .name(arguments[0])
+        if !arguments[0].contains("/"), ProcessRunner.lookup(arguments[0], environment: environment) == nil {
+            throw ProcessRunnerError.executableNotFound(arguments[0])
+        }
+        var env: Environment
+        if let environment {
+            var merged = environment
+            for (k, v) in extraEnvironment { merged[k] = v }
+            env = .custom(Dictionary(uniqueKeysWithValues: merged.map { (Environment.Key(rawValue: $0.key)!, $0.value) }))
+        } else {
+            env = .inherit
+            if !extraEnvironment.isEmpty {
+                env = .inherit.updating(
+                    Dictionary(uniqueKeysWithValues: extraEnvironment.map { (Environment.Key(rawValue: $0.key)!, Optional($0.value)) }))
+            }
+        }
+        do {
+            let result = try await Subprocess.run(
+                executable,
+                arguments: Arguments(Array(arguments.dropFirst())),
+                environment: env,
+                workingDirectory: workingDirectory.map { FilePath($0) },
+                input: .none,
+                output: .string(limit: outputLimit),
+                error: .string(limit: outputLimit)
+            )
+            let status: Int32
+            switch result.terminationStatus {
+            case .exited(let code): status = Int32(code)
+            case .signaled(let signal): status = 128 + Int32(signal)
+            }
+            return ProcessOutput(
+                arguments: arguments,
+                exitStatus: status,
+                standardOutput: result.standardOutput,
+                standardError: result.standardError
+            )
+        } catch {
+            throw ProcessRunnerError.launchFailed(arguments[0], "\(error)")
+        }
+    }
+
+    /// Finds an executable by name in PATH, like the shell would.
+    public static func lookup(_ name: String, environment: [String: String]? = nil) -> String? {
+        if name.contains("/") {
+            return FileManager.default.isExecutableFile(atPath: name) ? name : nil
+        }
+        let path = (environment ?? ProcessInfo.processInfo.environment)["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import NVBuildSupport
+
+/// The root command. Subcommands live one per file; this type only lists them.
+struct NVBuild: AsyncParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "nvbuild",
+        abstract: "Build, package, inspect and verify out-of-tree Linux kernel modules.",
+        discussion: """
+            Exit status: 0 success; 1 a check, test or verification failed; \
+            2 a usage or environment error (missing headers, compiler, unreadable input).
+            """,
+        version: version,
+        subcommands: [
+            KernelsCommand.self,
+            ProbeCommand.self,
+            BuildCommand.self,
+            DKMSCommand.self,
+            InspectCommand.self,
+            ModulesCommand.self,
+        ]
+    )
+}
+
+@main
+enum Main {
+    static func main() async {
+        do {
+            var command = try NVBuild.parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as UserError {
+            Terminal.error(error.message)
+            exit(error.kind == .failed ? 1 : 2)
+        } catch let error as ExitCode {
+            exit(error.rawValue)
+        } catch {
+            let code = NVBuild.exitCode(for: error)
+            let message = NVBuild.fullMessage(for: error)
+            if code == .success {
+                if !message.isEmpty { print(message) }
+                exit(0)
+            }
+            if !message.isEmpty { FileHandle.standardError.write(Data((message + "\n").utf8)) }
+            // ArgumentParser reports usage errors as 64; this tool documents 2.
+            exit(code == .validationFailure ? 2 : (code.rawValue == 1 ? 1 : 2))
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+
+/// The only place that writes to the terminal: colour on a TTY unless NO_COLOR is set.
+enum Terminal {
+    static let isInteractive: Bool = isatty(STDOUT_FILENO) == 1
+    static let errorIsInteractive: Bool = isatty(STDERR_FILENO) == 1
+    static let colorAllowed: Bool = ProcessInfo.processInfo.environment["NO_COLOR"].map { $0.isEmpty } ?? true
+
+    enum Style: String {
+        case bold = "1", red = "31", green = "32", yellow = "33", dim = "2"
+    }
+
+    static func styled(_ text: String, _ style: Style, stderr: Bool = false) -> String {
+        guard colorAllowed, stderr ? errorIsInteractive : isInteractive else { return text }
+        return "\u{1B}[\(style.rawValue)m\(text)\u{1B}[0m"
+    }
+
+    static func out(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    static func error(_ text: String) {
+        FileHandle.standardError.write(Data((styled("error:", .red, stderr: true) + " " + text + "\n").utf8))
+    }
+
+    static func warning(_ text: String) {
+        FileHandle.standardError.write(Data((styled("warning:", .yellow, stderr: true) + " " + text + "\n").utf8))
+    }
+
+    static func note(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    /// Overwrites the current stderr line (progress bars); a no-op when stderr is not a terminal.
+    static func status(_ text: String) {
+        guard errorIsInteractive else { return }
+        FileHandle.standardError.write(Data(("\r\u{1B}[K" + text).utf8))
+    }
+
+    static func clearStatus() {
+        guard errorIsInteractive else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
+
+    static func json<T: Encodable>(_ value: T) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(value)
+        FileHandle.standardOutput.write(data)
+        FileHandle.standardOutput.write(Data("\n".utf8))
+    }
+}

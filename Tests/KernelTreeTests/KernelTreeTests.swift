@@ -1,0 +1,57 @@
+import Foundation
+import Testing
+
+@testable import KernelTree
+
+@Suite struct KernelConfigTests {
+    @Test func parsesAssignmentsAndQuotedStrings() {
+        let config = KernelConfig(parsing: """
+            # comment
+            CONFIG_MODVERSIONS=y
+            CONFIG_DRM=m
+            # CONFIG_PREEMPT_RT is not set
+            CONFIG_CC_VERSION_TEXT="gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0"
+            """)
+        #expect(config.isEnabled("MODVERSIONS"))
+        #expect(!config.isEnabled("DRM"))
+        #expect(config.isEnabled("DRM", includingModule: true))
+        #expect(!config.isEnabled("PREEMPT_RT"))
+        #expect(config["CC_VERSION_TEXT"] == "gcc-12 (Debian 12.2.0-14+deb12u1) 12.2.0")
+    }
+}
+
+@Suite struct InstalledKernelTests {
+    /// Facts about the Debian kernels the set-up script installs.
+    @Test func discoversDebianSplitTrees() throws {
+        let kernels = KernelDiscovery().installedKernels().filter { !$0.release.contains("-rt-") }
+        try #require(kernels.count >= 2, "run scripts/setup to install the 6.1 and 6.12 headers")
+        for kernel in kernels {
+            #expect(kernel.sourceDirectory.hasSuffix("/source"))
+            #expect(kernel.outputDirectory.hasSuffix("/build"))
+            #expect(kernel.arch == "x86_64")
+            #expect(kernel.facts.modversions)
+            #expect(!kernel.facts.preemptRT)
+            if kernel.release.hasPrefix("6.1.") { #expect(kernel.compiler == "gcc-12") }
+            if kernel.release.hasPrefix("6.12.") { #expect(kernel.compiler == "x86_64-linux-gnu-gcc-12") }
+            #expect(kernel.compilerInstalled)
+            let symvers = try ModuleSymvers(contentsOf: kernel.moduleSymversPath)
+            #expect(symvers.hasVmlinuxExports)
+            #expect(symvers["printk"] != nil || symvers["_printk"] != nil)
+        }
+    }
+
+    @Test func rtFlavourIsPreemptRT() throws {
+        let rt = KernelDiscovery().installedKernels().filter { $0.release.contains("-rt-") }
+        try #require(!rt.isEmpty)
+        #expect(rt.allSatisfy { $0.facts.preemptRT })
+    }
+
+    @Test func missingReleaseNamesThePackage() {
+        #expect(throws: (any Error).self) { try KernelDiscovery().kernel(release: "0.0.0-nonexistent") }
+        do {
+            _ = try KernelDiscovery().kernel(release: "0.0.0-nonexistent")
+        } catch {
+            #expect("\(error)".contains("linux-headers-0.0.0-nonexistent"))
+        }
+    }
+}
