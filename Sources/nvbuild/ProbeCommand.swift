@@ -1,13 +1,168 @@
 import ArgumentParser
+import Conftest
+import Foundation
+import KernelTree
 import NVBuildSupport
 
 struct ProbeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "probe",
-        abstract: "Run the conftest checks a driver tree requests and write its conftest/ headers."
+        abstract: "Run the conftest checks a driver tree requests and write its conftest/ headers.",
+        discussion: """
+            Replaces the driver's conftest.sh and its Kbuild conftest phase: reads the tree's \
+            NV_CONFTEST_*_COMPILE_TESTS requests and header-presence-tests.mk, runs the sanity \
+            checks, the header-presence tests and every compile test (in parallel, cached), and \
+            writes conftest/ exactly as the tree's Kbuild would.
+
+            Examples:
+              nvbuild probe --tree kernel-open --kernel 6.12.117+deb12-amd64
+              nvbuild probe explain NV_VM_FLAGS_SET_PRESENT --tree kernel-open --kernel 6.1.0-56-amd64
+              nvbuild probe diff --tree kernel-open --kernel 6.1.0-56-amd64 --kernel 6.12.117+deb12-amd64
+              nvbuild probe list --json
+            """,
+        subcommands: [RunProbe.self, ExplainProbe.self, ListCatalog.self, DiffProbe.self],
+        defaultSubcommand: RunProbe.self
+    )
+}
+
+/// Options every probing subcommand shares.
+struct ProbeOptionsGroup: ParsableArguments {
+    @Option(help: "The driver tree (NVIDIA's kernel-open/ or one shaped like it).")
+    var tree: String
+
+    @Option(help: "Parallel compile jobs (default: the number of cores).")
+    var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(help: "Compiler command (default: CC, else the kernel's CONFIG_CC_VERSION_TEXT compiler).")
+    var cc: String?
+
+    @Option(help: "Modules to probe for, like NV_KERNEL_MODULES (space- or comma-separated).")
+    var modules: String?
+
+    @Option(help: "Modules to leave out, like NV_EXCLUDE_KERNEL_MODULES.")
+    var exclude: String?
+
+    @Option(help: "Catalog directory (default: the catalog shipped with nvbuild).")
+    var catalog: String?
+
+    @Option(help: "Result cache directory (default: NVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/nvbuild).")
+    var cacheDir: String?
+
+    @Flag(help: "Do not read or write the result cache.")
+    var noCache = false
+
+    @Flag(help: "Fail if the tree requests a test the catalog lacks instead of delegating it to the tree's conftest.sh.")
+    var strict = false
+
+    func list(_ text: String?) -> [String]? {
+        text.map { $0.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init) }
+    }
+
+    func loadCatalog() throws -> Catalog {
+        guard let dir = catalog ?? Catalog.defaultDirectory() else {
+            throw UserError(.environment, "the conftest catalog was not found; pass --catalog DIR or set NVBUILD_CATALOG")
+        }
+        do {
+            return try Catalog.load(directory: dir)
+        } catch let error as CatalogError {
+            throw UserError(.environment, "catalog error: \(error)")
+        }
+    }
+
+    func options(kernel: KernelTarget, only: Set<String>? = nil) throws -> ProbeOptions {
+        let env = ProcessInfo.processInfo.environment
+        let tree = try DriverTree.read(path: URL(fileURLWithPath: self.tree).standardizedFileURL.path,
+                                       modules: list(modules) ?? list(env["NV_KERNEL_MODULES"]),
+                                       excluded: list(exclude) ?? list(env["NV_EXCLUDE_KERNEL_MODULES"]) ?? [])
+        let cache = noCache ? nil : try ResultCache(directory: cacheDir ?? ResultCache.defaultDirectory(environment: env))
+        return ProbeOptions(tree: tree, kernel: kernel, catalog: try loadCatalog(), jobs: jobs, environment: env,
+                            compilerOverride: cc, strict: strict, onlyTests: only, cache: cache)
+    }
+}
+
+struct RunProbe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Probe a kernel and write conftest/ (the default subcommand).",
+        discussion: "Example: nvbuild probe --tree kernel-open --kernel 6.1.0-56-amd64 --output /tmp/conftest"
     )
 
+    @OptionGroup var probe: ProbeOptionsGroup
+    @OptionGroup var kernel: KernelOptions
+
+    @Option(help: "Where to write conftest/ (default: <tree>/conftest).")
+    var output: String?
+
+    @Flag(help: "Print the report as JSON.") var json = false
+    @Flag(name: .shortAndLong, help: "Print nothing but errors.") var quiet = false
+    @Flag(name: .shortAndLong, help: "Print every test's result and reasoning.") var verbose = false
+
     func run() async throws {
-        throw UserError(.usage, "nvbuild probe is not available in this build yet")
+        let (target, note) = try kernel.resolve()
+        if let note, !quiet, !json { Terminal.note(note) }
+        let options = try probe.options(kernel: target)
+        let bar = ProgressBar(enabled: !quiet && !json)
+        let report = try await Prober.run(options) { phase, done, total in bar.update(phase.rawValue, done, total) }
+        bar.finish()
+        let destination = output ?? options.tree.path + "/conftest"
+        try ConftestOutput.write(report, to: destination)
+        if json {
+            try Terminal.json(report)
+            return
+        }
+        if verbose {
+            for t in report.tests {
+                Terminal.out("\(t.name): \(t.lines.joined(separator: "; "))")
+                Terminal.out("    \(t.reasoning)")
+            }
+        }
+        if !quiet { ProbeSummary.print(report, destination: destination) }
+    }
+}
+
+enum ProbeSummary {
+    static func print(_ report: ProbeReport, destination: String) {
+        var defined = 0, undefined = 0
+        for t in report.tests {
+            for line in t.lines {
+                if line.hasPrefix("#undef") { undefined += 1 } else if line.hasPrefix("#define") { defined += 1 }
+            }
+        }
+        let delegated = report.delegated
+        let seconds = String(format: "%.2f", report.seconds)
+        Terminal.out("probe \(report.kernel.release): \(report.tests.count) tests, \(report.headerPresence.count) headers → \(destination)")
+        Terminal.out("  \(defined) defined, \(undefined) undefined, \(delegated.count) delegated; \(report.compiles) compiled, \(report.cachedCompiles) from cache; \(seconds) s")
+        if !delegated.isEmpty {
+            Terminal.warning("delegated to the tree's conftest.sh (not in the catalog): \(delegated.joined(separator: ", "))")
+        }
+        for t in report.tests {
+            if let s = t.suspicious { Terminal.warning("\(t.name): \(s)") }
+        }
+        for s in report.sanity { if let w = s.warning { Terminal.warning("\(s.check.rawValue): \(w)") } }
+    }
+}
+
+/// A one-line progress bar on an interactive stderr; silent otherwise.
+final class ProgressBar: @unchecked Sendable {
+    private let enabled: Bool
+    private let lock = NSLock()
+    private var last = Date.distantPast
+
+    init(enabled: Bool) { self.enabled = enabled && Terminal.errorIsInteractive }
+
+    func update(_ phase: String, _ done: Int, _ total: Int) {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        guard done == total || Date().timeIntervalSince(last) > 0.05 else { return }
+        last = Date()
+        let width = 30
+        let filled = total == 0 ? width : width * done / max(total, 1)
+        Terminal.status("[\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] \(done)/\(total) \(phase)")
+    }
+
+    func finish() {
+        guard enabled else { return }
+        Terminal.clearStatus()
     }
 }

@@ -1,0 +1,141 @@
+/// One conftest definition from the catalog (see conftest/FORMAT.md).
+public struct TestDefinition: Sendable, Equatable, Codable {
+    public var name: String
+    public var check: Check
+    public var macros: [String]
+    /// Header list, already expanded: `#include` lines and named blocks, in order.
+    public var includes: [IncludeItem]
+    public var code: String?
+    public var probes: [Probe]
+    public var results: [ResultRule]
+    public var files: [AuxiliaryFile]
+    public var value: String?
+    public var releases: ReleaseSet?
+    public var symversCandidates: [String]
+    public var note: String
+    /// Where the definition was read from, for messages.
+    public var location: SourceLocation
+
+    public enum Check: Sendable, Equatable, Codable {
+        case function(name: String, arguments: String)
+        case member(type: String, member: String)
+        case compiles
+        case fails
+        case exportPresent(symbol: String)
+        case exportGPL(symbol: String)
+        case exportsAll(symbols: [String])
+        case environment(variable: String)
+        case environmentValue(variable: String)
+        case rules
+
+        /// The word used in listings.
+        public var patternName: String {
+            switch self {
+            case .function: return "function"
+            case .member: return "member"
+            case .compiles: return "compiles"
+            case .fails: return "fails"
+            case .exportPresent: return "export-present"
+            case .exportGPL: return "export-gpl"
+            case .exportsAll: return "exports-all"
+            case .environment: return "env"
+            case .environmentValue: return "env-value"
+            case .rules: return "rules"
+            }
+        }
+
+        /// Whether the test needs the compiler at all.
+        public var compiles: Bool {
+            switch self {
+            case .function, .member, .compiles, .fails, .rules: return true
+            default: return false
+            }
+        }
+    }
+
+    public enum IncludeItem: Sendable, Equatable, Codable {
+        case header(String, guardMacro: String?)
+        case block(name: String, code: String)
+
+        public var text: String {
+            switch self {
+            case .header(let path, nil):
+                return "#include <\(path)>"
+            case .header(let path, let guardMacro?):
+                return "#if defined(\(guardMacro))\n#include <\(path)>\n#endif"
+            case .block(_, let code):
+                return code
+            }
+        }
+    }
+
+    public struct Probe: Sendable, Equatable, Codable {
+        public var name: String
+        public var code: String
+    }
+
+    public struct ResultRule: Sendable, Equatable, Codable {
+        /// Empty means `*`.
+        public var conditions: [Condition]
+        public var lines: [String]
+
+        public struct Condition: Sendable, Equatable, Codable {
+            public var probe: String
+            public var compiled: Bool
+        }
+    }
+
+    public struct AuxiliaryFile: Sendable, Equatable, Codable {
+        public var name: String
+        public var content: String
+    }
+}
+
+public struct SourceLocation: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var description: String { "\(file):\(line)" }
+}
+
+/// A set of driver releases, written as a list of terms: `595.45.04`, `>=590`, `<590.48.01`.
+/// A release matches when it satisfies every comparison term and, if plain
+/// versions are listed, equals one of them.
+public struct ReleaseSet: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var terms: [String]
+
+    public init(terms: [String]) { self.terms = terms }
+
+    public func contains(_ release: String) -> Bool {
+        var exact: [String] = []
+        for term in terms {
+            for op in [">=", "<=", ">", "<"] where term.hasPrefix(op) {
+                let bound = String(term.dropFirst(op.count))
+                let c = Self.compare(release, bound)
+                let ok: Bool
+                switch op {
+                case ">=": ok = c >= 0
+                case "<=": ok = c <= 0
+                case ">": ok = c > 0
+                default: ok = c < 0
+                }
+                if !ok { return false }
+            }
+            if !term.hasPrefix(">") && !term.hasPrefix("<") { exact.append(term) }
+        }
+        return exact.isEmpty || exact.contains(release)
+    }
+
+    /// Numeric comparison of dotted versions; missing components compare as 0.
+    static func compare(_ a: String, _ b: String) -> Int {
+        let x = a.split(separator: ".").map { Int($0) ?? 0 }
+        let y = b.split(separator: ".").map { Int($0) ?? 0 }
+        for i in 0..<max(x.count, y.count) {
+            let l = i < x.count ? x[i] : 0
+            let r = i < y.count ? y[i] : 0
+            if l != r { return l < r ? -1 : 1 }
+        }
+        return 0
+    }
+
+    public var description: String { terms.joined(separator: " ") }
+}

@@ -1,1 +1,0 @@
-// Conftest: see DESIGN.md for what this target owns.

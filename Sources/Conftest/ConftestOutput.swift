@@ -1,0 +1,76 @@
+import Foundation
+import NVBuildSupport
+
+/// The conftest/ directory the driver's Kbuild expects, as pure content:
+/// same file names, line order and version lines as the Kbuild assembly.
+public enum ConftestOutput {
+    public static let versionIndent = String(repeating: " ", count: 12)
+
+    public static func versionLine(utsRelease: String) -> String {
+        "// Kernel version: " + versionIndent + utsRelease
+    }
+
+    /// Relative path → content, for every file of conftest/.
+    public static func files(for report: ProbeReport) -> [(path: String, content: String)] {
+        let version = versionLine(utsRelease: report.utsRelease)
+        var files: [(String, String)] = [("uts_release", version + "\n")]
+        for h in report.headerPresence {
+            files.append(("header_presence/\(h.header).part", h.line + "\n"))
+        }
+        files.append(("headers.h", report.headerPresence.map { $0.line + "\n" }.joined() + version + "\n"))
+        var testLines: [String: [String]] = [:]
+        for t in report.tests {
+            testLines[t.name] = t.lines
+            files.append(("compile-tests/\(t.name).h", t.lines.map { $0 + "\n" }.joined()))
+        }
+        for header in DriverTree.Header.allCases {
+            let names = report.requests[header.rawValue] ?? []
+            let body = names.flatMap { testLines[$0] ?? [] }.map { $0 + "\n" }.joined()
+            files.append((header.fileName, body + version + "\n"))
+        }
+        files.append(("patches.h", patches(report.patchFiles)))
+        return files
+    }
+
+    /// patch_check's table of applied patch-*.h files.
+    static func patches(_ patchFiles: [String]) -> String {
+        var text = ""
+        for file in patchFiles { text += "#include \"\(file)\"\n" }
+        text += """
+            static struct {
+                            const char *short_description;
+                            const char *description;
+                          } __nv_patches[] = {
+
+            """
+        for file in patchFiles {
+            let name = String(file.dropFirst("patch-".count).dropLast(".h".count))
+            text += "{ \"\(name)\", NV_PATCH_\(name)_DESCRIPTION },\n"
+        }
+        text += "{ NULL, NULL } };\n"
+        return text
+    }
+
+    /// Writes every file atomically, in the order of the Kbuild rules' dependencies
+    /// (uts_release, parts, headers.h, compile-tests, the concatenated headers), so
+    /// the tree's own make afterwards finds each target newer than its inputs and
+    /// runs no conftest at all. An interrupted run leaves each file old or new.
+    public static func write(_ report: ProbeReport, to directory: String) throws {
+        let all = files(for: report)
+        func rank(_ path: String) -> Int {
+            if path == "uts_release" { return 0 }
+            if path.hasPrefix("header_presence/") { return 1 }
+            if path == "headers.h" { return 2 }
+            if path.hasPrefix("compile-tests/") { return 3 }
+            return 4
+        }
+        for (path, content) in all.sorted(by: { rank($0.path) < rank($1.path) }) {
+            let full = directory + "/" + path
+            do {
+                try AtomicFile.write(content, to: full)
+            } catch {
+                throw UserError(.environment, "\(full): cannot write (\(error)); choose a writable --output directory")
+            }
+        }
+    }
+}

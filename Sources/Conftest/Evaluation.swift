@@ -1,0 +1,118 @@
+import KernelTree
+
+/// How one compile probe ended.
+public struct ProbeOutcome: Sendable, Equatable, Codable {
+    public var probe: String
+    public var compiled: Bool
+    /// The compiler's complete stderr (conftest.sh throws it away; nvbuild keeps it).
+    public var diagnostics: String
+    public var command: [String]
+    /// True when the result came from the cache.
+    public var cached: Bool
+
+    public init(probe: String, compiled: Bool, diagnostics: String, command: [String], cached: Bool = false) {
+        self.probe = probe
+        self.compiled = compiled
+        self.diagnostics = diagnostics
+        self.command = command
+        self.cached = cached
+    }
+}
+
+/// Turns probe outcomes and non-compiling facts into the lines a test emits,
+/// with a sentence saying why.
+public enum Evaluation {
+    public struct Verdict: Sendable, Equatable, Codable {
+        public var lines: [String]
+        public var reasoning: String
+    }
+
+    public static func verdict(
+        for definition: TestDefinition,
+        outcomes: [String: ProbeOutcome],
+        symvers: [String],
+        environment: [String: String],
+        symversCandidates: (TestDefinition) -> [String] = { _ in [] }
+    ) -> Verdict {
+        let macro = definition.macros.first ?? ""
+        let defined = "#define \(macro)" + (definition.value.map { " " + $0 } ?? "")
+        let undefined = "#undef \(macro)"
+        func finish(_ lines: [String], _ why: String) -> Verdict {
+            Verdict(lines: lines.map(ProbeSource.normalize).filter { !$0.isEmpty }, reasoning: why)
+        }
+        switch definition.check {
+        case .function(let name, let arguments):
+            let compiled = outcomes["call"]?.compiled ?? false
+            let call = "\(name)(\(arguments))"
+            return compiled
+                ? finish([undefined], "the call \(call) compiled, so no prototype rejected it: the function is not declared → undefined")
+                : finish([defined], "the call \(call) failed to compile: a declared prototype rejects it, so the function is declared → defined")
+        case .member(let type, let member):
+            let compiled = outcomes["member"]?.compiled ?? false
+            return compiled
+                ? finish([defined], "offsetof(\(type), \(member)) compiled: the member exists → defined")
+                : finish([undefined], "offsetof(\(type), \(member)) failed to compile: no such member (or type) → undefined")
+        case .compiles:
+            let compiled = outcomes["code"]?.compiled ?? false
+            return compiled
+                ? finish([defined], "the test code compiled → defined")
+                : finish([undefined], "the test code failed to compile → undefined")
+        case .fails:
+            let compiled = outcomes["code"]?.compiled ?? false
+            return compiled
+                ? finish([undefined], "the test code compiled, which this test reads as absent → undefined")
+                : finish([defined], "the test code failed to compile, which this test reads as present → defined")
+        case .rules:
+            for rule in definition.results {
+                let holds = rule.conditions.allSatisfy { outcomes[$0.probe]?.compiled == $0.compiled }
+                guard holds else { continue }
+                let state = definition.probes.map { p in "\(p.name) \(outcomes[p.name]?.compiled == true ? "compiled" : "failed")" }
+                    .joined(separator: ", ")
+                let which = rule.conditions.isEmpty ? "the fallback rule" : "the rule for " + rule.conditions.map { ($0.compiled ? "" : "!") + $0.probe }.joined(separator: " ")
+                return finish(rule.lines, "probes: \(state); \(which) applies")
+            }
+            return finish([], "no result rule matched the probe outcomes: nothing emitted")
+        case .exportPresent(let symbol):
+            let found = symvers.contains { exportLine($0, symbol: symbol, gplOnly: false) }
+            return finish(["#define \(macro) \(found ? 1 : 0)"], found
+                ? "Module.symvers exports \(symbol) → 1"
+                : "Module.symvers does not export \(symbol) → 0")
+        case .exportGPL(let symbol):
+            let found = symvers.contains { exportLine($0, symbol: symbol, gplOnly: true) }
+            return finish(["#define \(macro) \(found ? 1 : 0)"], found
+                ? "Module.symvers exports \(symbol) GPL-only without a namespace → 1"
+                : "Module.symvers has no GPL-only, namespace-free export of \(symbol) → 0")
+        case .exportsAll(let symbols):
+            for path in symversCandidates(definition) {
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
+                let lines = text.split(separator: "\n").map(String.init)
+                if symbols.allSatisfy({ s in lines.contains { exportLine($0, symbol: s, gplOnly: false) } }) {
+                    return finish([defined], "\(path) exports \(symbols.joined(separator: " and ")) → defined")
+                }
+            }
+            return finish([undefined], "no candidate Module.symvers exports all of \(symbols.joined(separator: ", ")) → undefined")
+        case .environment(let variable):
+            let set = !(environment[variable] ?? "").isEmpty
+            return finish([set ? defined : undefined], set ? "\(variable) is set → defined" : "\(variable) is not set → undefined")
+        case .environmentValue(let variable):
+            let value = environment[variable] ?? ""
+            return finish([value.isEmpty ? undefined : "#define \(macro) \(value)"],
+                value.isEmpty ? "\(variable) is not set → undefined" : "\(variable)=\(value) → defined to its value")
+        }
+    }
+
+    /// Whether a Module.symvers line exports `symbol` (any EXPORT_SYMBOL* type), or, for
+    /// `gplOnly`, exports it GPL-only with nothing but blanks after the type.
+    static func exportLine(_ line: String, symbol: String, gplOnly: Bool) -> Bool {
+        let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+        guard fields.count >= 4, fields[1] == symbol else { return false }
+        if !gplOnly {
+            return fields.dropFirst(3).contains { $0.hasPrefix("EXPORT_SYMBOL") }
+        }
+        guard let typeIndex = fields.indices.dropFirst(3).last(where: { fields[$0].hasPrefix("EXPORT_") }) else { return false }
+        let type = fields[typeIndex].trimmingCharacters(in: .whitespaces)
+        let rest = fields[(typeIndex + 1)...].joined(separator: "\t")
+        let typeOK = type == "EXPORT_SYMBOL_GPL" || type == "EXPORT_UNUSED_SYMBOL_GPL"
+        return typeOK && rest.allSatisfy { $0 == " " || $0 == "\t" || $0 == "\r" }
+    }
+}

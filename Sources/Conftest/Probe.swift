@@ -1,0 +1,277 @@
+import Foundation
+import KernelTree
+import NVBuildSupport
+
+/// The result of one test in a probe.
+public struct TestResult: Sendable, Equatable, Codable {
+    public enum Origin: String, Sendable, Codable {
+        /// Computed from a catalog definition.
+        case catalog
+        /// The catalog lacks the test; the tree's own conftest.sh computed it.
+        case delegated
+    }
+
+    public var name: String
+    public var origin: Origin
+    public var lines: [String]
+    public var reasoning: String
+    public var outcomes: [ProbeOutcome]
+    public var note: String?
+    /// Set when a failure looks unrelated to the feature (a missing header the test did not guard).
+    public var suspicious: String?
+}
+
+/// Everything a probe found, in a form the CLI prints and the writer writes.
+public struct ProbeReport: Sendable, Codable {
+    public var kernel: KernelTarget
+    public var treePath: String
+    public var driverVersion: String?
+    public var compiler: [String]
+    public var flags: [String]
+    public var sanity: [SanityResult]
+    public var headerPresence: [HeaderPresenceResult]
+    public var utsRelease: String
+    public var tests: [TestResult]
+    public var requests: [String: [String]]
+    public var patchFiles: [String]
+    public var seconds: Double
+    public var compiles: Int
+    public var cachedCompiles: Int
+
+    public struct HeaderPresenceResult: Sendable, Equatable, Codable {
+        public var header: String
+        public var macro: String
+        public var present: Bool
+        public var line: String { "#\(present ? "define" : "undef") \(macro)" }
+    }
+
+    public func test(_ name: String) -> TestResult? { tests.first { $0.name == name } }
+
+    public var delegated: [String] { tests.filter { $0.origin == .delegated }.map(\.name) }
+}
+
+public struct ProbeOptions: Sendable {
+    public var tree: DriverTree
+    public var kernel: KernelTarget
+    public var catalog: Catalog
+    public var jobs: Int
+    public var environment: [String: String]
+    public var compilerOverride: String?
+    /// Fail instead of delegating tests the catalog lacks.
+    public var strict: Bool
+    /// Only these tests (explain); nil runs everything the tree requests.
+    public var onlyTests: Set<String>?
+    public var cache: ResultCache?
+
+    public init(tree: DriverTree, kernel: KernelTarget, catalog: Catalog, jobs: Int, environment: [String: String],
+                compilerOverride: String? = nil, strict: Bool = false, onlyTests: Set<String>? = nil, cache: ResultCache? = nil) {
+        self.tree = tree
+        self.kernel = kernel
+        self.catalog = catalog
+        self.jobs = jobs
+        self.environment = environment
+        self.compilerOverride = compilerOverride
+        self.strict = strict
+        self.onlyTests = onlyTests
+        self.cache = cache
+    }
+}
+
+/// Phases reported while a probe runs.
+public enum ProbePhase: String, Sendable {
+    case sanity = "sanity checks"
+    case headers = "header presence"
+    case tests = "compile tests"
+    case delegated = "delegated tests"
+}
+
+public typealias ProbeProgress = @Sendable (_ phase: ProbePhase, _ done: Int, _ total: Int) -> Void
+
+public enum Prober {
+    /// Runs the whole probe. Throws UserError for environment problems and failed sanity checks.
+    public static func run(_ options: ProbeOptions, progress: @escaping ProbeProgress = { _, _, _ in }) async throws -> ProbeReport {
+        let start = Date()
+        let kernel = options.kernel
+        let env = options.environment
+        let compiler = ConftestFlags.compilerCommand(kernel: kernel, override: options.compilerOverride, environment: env)
+        guard ProcessRunner.lookup(compiler[0]) != nil else {
+            throw UserError(.environment, "the compiler '\(compiler[0])' (from \(options.compilerOverride != nil ? "--cc" : env["CC"] != nil ? "CC" : "CONFIG_CC_VERSION_TEXT of \(kernel.configPath)")) is not installed; install it (for Debian kernels: apt-get install gcc-12) or pass --cc")
+        }
+        guard FileManager.default.fileExists(atPath: kernel.autoconfPath) || FileManager.default.fileExists(atPath: ConftestFlags.autoconfPath(kernel: kernel)) else {
+            throw UserError(.environment, "\(kernel.autoconfPath): missing; the kernel tree is not configured — install the kernel's headers package (apt-get install linux-headers-\(kernel.release))")
+        }
+        let config = KernelConfig(parsing: (try? String(contentsOfFile: kernel.configPath, encoding: .utf8)) ?? "")
+
+        let scratch = FileManager.default.temporaryDirectory.path + "/nvbuild-probe-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+
+        // Sanity checks first: a failing one stops the probe with its reason.
+        progress(.sanity, 0, SanityCheck.allCases.count)
+        let checker = SanityChecker(kernel: kernel, compiler: compiler, environment: env, scratch: scratch)
+        let sanity = try await checker.runAll(config: config)
+        if let failed = sanity.first(where: { $0.failure != nil }) {
+            throw UserError(.failed, "\(failed.check.rawValue) failed for \(kernel.release): \(failed.failure!)")
+        }
+
+        let facts = try await ConftestFlags.CompilerFacts.query(compiler: compiler)
+        let autoconf = ConftestFlags.autoconfPath(kernel: kernel)
+        let flags = ConftestFlags.baseFlags(kernel: kernel, compiler: facts, autoconf: autoconf, environment: env)
+            + ConftestFlags.kbuildFlags(tree: options.tree, kernel: kernel, environment: env)
+        let runner = CompileRunner(compiler: compiler, flags: flags, scratch: scratch)
+        let jobs = max(1, options.jobs)
+
+        // Header presence, in header-presence-tests.mk order.
+        let headers = options.tree.headerPresenceTests
+        progress(.headers, 0, headers.count)
+        let presence = try await concurrentMap(Array(headers.enumerated()), limit: jobs) { item in
+            let (index, header) = item
+            let result = try await runner.headerPresent(header, index: index)
+            return ProbeReport.HeaderPresenceResult(header: header, macro: DriverTree.presenceMacro(for: header), present: result.present)
+        }
+        progress(.headers, headers.count, headers.count)
+        let uts = try await runner.utsRelease()
+        let preamble = ProbeSource.preamble(headerPresenceLines: presence.map(\.line))
+
+        // Plan: catalog definitions, and the names the catalog lacks.
+        var requested = options.tree.allTests
+        if let only = options.onlyTests { requested = requested.filter { only.contains($0) } }
+        var planned: [(String, TestDefinition)] = []
+        var missing: [String] = []
+        for name in requested {
+            if let def = options.catalog.definition(name, release: options.tree.driverVersion) {
+                planned.append((name, def))
+            } else {
+                missing.append(name)
+            }
+        }
+        if options.strict && !missing.isEmpty {
+            throw UserError(.failed, "the catalog has no definition for \(missing.count) requested test(s): \(missing.joined(separator: ", ")) (--strict forbids delegating them to the tree's conftest.sh)")
+        }
+        if !missing.isEmpty && options.tree.conftestScript == nil {
+            throw UserError(.failed, "the catalog has no definition for \(missing.joined(separator: ", ")) and \(options.tree.path) has no conftest.sh to delegate them to")
+        }
+
+        // Compile jobs: one per probe of each definition.
+        struct Job: Sendable { var test: String; var probe: String; var source: String; var files: [TestDefinition.AuxiliaryFile] }
+        var jobsList: [Job] = []
+        for (name, def) in planned {
+            for (probe, body) in ProbeSource.probes(of: def) {
+                jobsList.append(Job(test: name, probe: probe, source: preamble + body + "\n", files: def.files))
+            }
+        }
+        let total = jobsList.count
+        let counter = Counter()
+        progress(.tests, 0, total)
+        let cache = options.cache
+        let cacheContext = ResultCache.Context(compiler: compiler, compilerIdentity: try await ResultCache.compilerIdentity(compiler), flags: flags)
+        let outcomes: [ProbeOutcome] = try await concurrentMap(jobsList, limit: jobs) { job in
+            let id = "\(job.test).\(job.probe)"
+            if let cache, let hit = cache.lookup(context: cacheContext, source: job.source, files: job.files) {
+                progress(.tests, counter.increment(), total)
+                return ProbeOutcome(probe: job.probe, compiled: hit.compiled, diagnostics: hit.diagnostics, command: runner.compileCommand(directory: "\(scratch)/\(id)"), cached: true)
+            }
+            let result = try await runner.compile(id: id, source: job.source, files: job.files)
+            // A compile stopped by a missing header writes no dependency list; such
+            // outcomes are cheap to recompute and are not cached.
+            if let cache, result.compiled || !result.dependencies.isEmpty {
+                cache.store(context: cacheContext, source: job.source, files: job.files, compiled: result.compiled, diagnostics: result.diagnostics, dependencies: result.dependencies)
+            }
+            progress(.tests, counter.increment(), total)
+            return ProbeOutcome(probe: job.probe, compiled: result.compiled, diagnostics: result.diagnostics, command: result.command)
+        }
+        var byTest: [String: [String: ProbeOutcome]] = [:]
+        for (job, outcome) in zip(jobsList, outcomes) { byTest[job.test, default: [:]][job.probe] = outcome }
+
+        let symversPaths = [kernel.moduleSymversPath] + ["/usr/src/nvidia/nvidia-public/Module.symvers"].filter { FileManager.default.fileExists(atPath: $0) }
+        let symvers = symversPaths.flatMap { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+        let presenceMacros = Set(presence.filter { !$0.present }.map(\.macro))
+        var results: [String: TestResult] = [:]
+        for (name, def) in planned {
+            let testOutcomes = byTest[name] ?? [:]
+            let verdict = Evaluation.verdict(for: def, outcomes: testOutcomes, symvers: symvers, environment: env) { d in
+                candidatePaths(d.symversCandidates, kernel: kernel)
+            }
+            let ordered = ProbeSource.probes(of: def).compactMap { testOutcomes[$0.name] }
+            results[name] = TestResult(name: name, origin: .catalog, lines: verdict.lines, reasoning: verdict.reasoning,
+                                       outcomes: ordered, note: def.note,
+                                       suspicious: suspiciousFailure(ordered, missingHeaders: presenceMacros, presence: presence))
+        }
+
+        // Tests the catalog lacks: the tree's own conftest.sh, one call per test.
+        if !missing.isEmpty, let script = options.tree.conftestScript {
+            progress(.delegated, 0, missing.count)
+            let headersH = presence.map(\.line).joined(separator: "\n") + "\n// Kernel version: " + String(repeating: " ", count: 12) + uts + "\n"
+            let delegateDir = scratch + "/delegate"
+            try FileManager.default.createDirectory(atPath: delegateDir + "/conftest", withIntermediateDirectories: true)
+            try Data(headersH.utf8).write(to: URL(fileURLWithPath: delegateDir + "/conftest/headers.h"))
+            try FileManager.default.createSymbolicLink(atPath: delegateDir + "/conftest.sh", withDestinationPath: script)
+            let cflags = flags.joined(separator: " ")
+            let delegated = try await concurrentMap(missing, limit: jobs) { name in
+                let command = ["/bin/sh", delegateDir + "/conftest.sh", compiler.joined(separator: " "), kernel.arch,
+                               kernel.sourceDirectory, kernel.outputDirectory, "compile_tests", cflags, name]
+                let out = try await ProcessRunner(environment: env).run(command, workingDirectory: delegateDir)
+                let lines = out.standardOutput.split(separator: "\n").map(String.init)
+                return TestResult(name: name, origin: .delegated, lines: lines,
+                                  reasoning: "not in the catalog: computed by \(script)",
+                                  outcomes: [ProbeOutcome(probe: "conftest.sh", compiled: out.succeeded, diagnostics: out.standardError, command: command)],
+                                  note: nil, suspicious: out.succeeded ? nil : "conftest.sh exited \(out.exitStatus): \(out.standardError.prefix(200))")
+            }
+            for r in delegated { results[r.name] = r }
+            progress(.delegated, missing.count, missing.count)
+        }
+
+        var requests: [String: [String]] = [:]
+        for (header, list) in options.tree.requests { requests[header.rawValue] = list }
+        return ProbeReport(
+            kernel: kernel, treePath: options.tree.path, driverVersion: options.tree.driverVersion,
+            compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, utsRelease: uts,
+            tests: requested.compactMap { results[$0] }, requests: requests, patchFiles: options.tree.patchFiles,
+            seconds: Date().timeIntervalSince(start), compiles: outcomes.filter { !$0.cached }.count,
+            cachedCompiles: outcomes.filter(\.cached).count
+        )
+    }
+
+    static func candidatePaths(_ patterns: [String], kernel: KernelTarget) -> [String] {
+        var paths: [String] = []
+        for pattern in patterns {
+            let p = pattern.replacingOccurrences(of: "{output}", with: kernel.outputDirectory)
+                .replacingOccurrences(of: "{arch}", with: kernel.arch)
+                .replacingOccurrences(of: "{release}", with: kernel.release)
+            if p.contains("*") {
+                var g = glob_t()
+                if glob(p, 0, nil, &g) == 0 {
+                    for i in 0..<Int(g.gl_pathc) { if let c = g.gl_pathv[i] { paths.append(String(cString: c)) } }
+                }
+                globfree(&g)
+            } else {
+                paths.append(p)
+            }
+        }
+        return paths
+    }
+
+    /// A compile failure caused by a header that does not exist on this kernel,
+    /// in a test that did not guard the include, decides the result for the
+    /// wrong reason: say so.
+    static func suspiciousFailure(_ outcomes: [ProbeOutcome], missingHeaders: Set<String>, presence: [ProbeReport.HeaderPresenceResult]) -> String? {
+        for outcome in outcomes where !outcome.compiled {
+            for line in outcome.diagnostics.split(separator: "\n") where line.contains("No such file or directory") && line.contains("fatal error") {
+                return "a probe failed because a header is missing (\(line.split(separator: ":").dropFirst(4).joined(separator: ":").trimmingCharacters(in: .whitespaces))), not because of the feature it tests"
+            }
+        }
+        return nil
+    }
+}
+
+/// A thread-safe counter for progress.
+final class Counter: @unchecked Sendable {
+    private var value = 0
+    private let lock = NSLock()
+    func increment() -> Int {
+        lock.lock()
+        defer { lock.unlock() }
+        value += 1
+        return value
+    }
+}

@@ -1,0 +1,56 @@
+/// Builds the C text of each conftest compile. Pure functions: the same
+/// definition and header-presence results always give the same text, which
+/// is what the result cache hashes.
+public enum ProbeSource {
+    /// What every conftest compile starts with: the header-presence results
+    /// (the tree's conftest/headers.h), kconfig, two arch fix-ups, autoconf.
+    public static func preamble(headerPresenceLines: [String]) -> String {
+        var text = headerPresenceLines.joined(separator: "\n")
+        text += """
+
+            #include <linux/kconfig.h>
+            #if defined(CONFIG_XEN) && defined(CONFIG_XEN_INTERFACE_VERSION) && !defined(__XEN_INTERFACE_VERSION__)
+            #define __XEN_INTERFACE_VERSION__ CONFIG_XEN_INTERFACE_VERSION
+            #endif
+            #if defined(CONFIG_KASAN) && defined(CONFIG_ARM64)
+            #  if defined(CONFIG_KASAN_SW_TAGS)
+            #    define KASAN_SHADOW_SCALE_SHIFT 4
+            #  else
+            #    define KASAN_SHADOW_SCALE_SHIFT 3
+            #  endif
+            #endif
+            #if defined(NV_GENERATED_AUTOCONF_H_PRESENT)
+            #include <generated/autoconf.h>
+            #else
+            #include <linux/autoconf.h>
+            #endif
+
+            """
+        return text
+    }
+
+    /// The named compile probes of a definition: one for the simple patterns, several for `rules`.
+    public static func probes(of definition: TestDefinition) -> [(name: String, body: String)] {
+        let includes = definition.includes.map(\.text).joined(separator: "\n")
+        let symbol = "nvbuild_conftest_" + definition.name
+        func withIncludes(_ body: String) -> String { includes.isEmpty ? body : includes + "\n" + body }
+        switch definition.check {
+        case .function(let name, let arguments):
+            return [("call", withIncludes("void \(symbol)(void) {\n    \(name)(\(arguments));\n}"))]
+        case .member(let type, let member):
+            return [("member", withIncludes("int \(symbol)(void) {\n    return offsetof(\(type), \(member));\n}"))]
+        case .compiles, .fails:
+            return [("code", withIncludes(definition.code ?? ""))]
+        case .rules:
+            return definition.probes.map { ($0.name, withIncludes($0.code)) }
+        default:
+            return []
+        }
+    }
+
+    /// Lines are echoed through the shell in the reference flow (`echo ${LINE}`),
+    /// which collapses runs of blanks and drops leading and trailing ones.
+    public static func normalize(_ line: String) -> String {
+        line.split(whereSeparator: { $0 == " " || $0 == "\t" }).joined(separator: " ")
+    }
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import Conftest
+import Foundation
+import KernelTree
+import NVBuildSupport
+
+struct DiffProbe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diff",
+        abstract: "Print every macro whose value differs between two kernels, with each test's note.",
+        discussion: "Example: nvbuild probe diff --tree kernel-open --kernel 6.1.0-56-amd64 --kernel 6.12.117+deb12-amd64"
+    )
+
+    @OptionGroup var probe: ProbeOptionsGroup
+    @Option(name: .customLong("kernel"), help: "Two kernel releases to compare (give --kernel twice).") var kernels: [String]
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Change: Encodable {
+        var test: String
+        var macro: String
+        var before: String
+        var after: String
+        var note: String?
+    }
+
+    func validate() throws {
+        guard kernels.count == 2 else { throw ValidationError("give exactly two --kernel releases") }
+    }
+
+    func run() async throws {
+        let discovery = KernelDiscovery()
+        var reports: [ProbeReport] = []
+        for release in kernels {
+            reports.append(try await Prober.run(try probe.options(kernel: try discovery.kernel(release: release))))
+        }
+        let changes = Self.changes(reports[0], reports[1])
+        if json {
+            try Terminal.json(["from": kernels[0], "to": kernels[1]] as [String: String])
+            try Terminal.json(changes)
+            return
+        }
+        if changes.isEmpty { Terminal.out("no macro differs between \(kernels[0]) and \(kernels[1])") }
+        for c in changes {
+            Terminal.out("\(c.macro): \(c.before) → \(c.after)   (\(c.test))")
+            if let note = c.note { Terminal.out("    \(note)") }
+        }
+    }
+
+    /// Per macro: its state in each report (`undef`, `define`, or `define VALUE`).
+    static func changes(_ a: ProbeReport, _ b: ProbeReport) -> [Change] {
+        func states(_ r: ProbeReport) -> [String: (String, String, String?)] {
+            var m: [String: (String, String, String?)] = [:]
+            for h in r.headerPresence { m[h.macro] = (h.present ? "define" : "undef", "header " + h.header, nil) }
+            for t in r.tests {
+                for line in t.lines {
+                    let words = line.split(separator: " ", maxSplits: 2).map(String.init)
+                    guard words.count >= 2 else { continue }
+                    let state = words[0] == "#undef" ? "undef" : (words.count > 2 ? "define \(words[2])" : "define")
+                    m[words[1]] = (state, t.name, t.note)
+                }
+            }
+            return m
+        }
+        let sa = states(a), sb = states(b)
+        var result: [Change] = []
+        for macro in Set(sa.keys).union(sb.keys).sorted() {
+            let x = sa[macro], y = sb[macro]
+            if x?.0 != y?.0 {
+                result.append(Change(test: (y ?? x)!.1, macro: macro, before: x?.0 ?? "absent", after: y?.0 ?? "absent", note: (y ?? x)!.2))
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Conftest
+import Foundation
+import KernelTree
+import NVBuildSupport
+
+struct ExplainProbe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "explain",
+        abstract: "Say why a test or macro came out as it did: definition, command, diagnostics, reasoning.",
+        discussion: "Example: nvbuild probe explain NV_VM_FLAGS_SET_PRESENT --tree kernel-open --kernel 6.1.0-56-amd64"
+    )
+
+    @Argument(help: "A test name or a macro it emits.") var name: String
+    @OptionGroup var probe: ProbeOptionsGroup
+    @OptionGroup var kernel: KernelOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let (target, _) = try kernel.resolve()
+        let catalog = try probe.loadCatalog()
+        let base = try probe.options(kernel: target)
+        let release = base.tree.driverVersion
+        let testName: String
+        if base.tree.allTests.contains(name) {
+            testName = name
+        } else if let def = catalog.definitions.first(where: { $0.macros.contains(name) && ($0.releases?.contains(release ?? "") ?? true) }) {
+            testName = def.name
+        } else {
+            throw UserError(.usage, "'\(name)' is neither a test the tree requests nor a macro of the catalog; see nvbuild probe list")
+        }
+        var options = base
+        options.onlyTests = [testName]
+        options.cache = nil
+        let report = try await Prober.run(options)
+        guard let result = report.test(testName) else {
+            throw UserError(.usage, "\(testName) is not requested by \(base.tree.path)")
+        }
+        let definition = catalog.definition(testName, release: release)
+        if json {
+            try Terminal.json(Explanation(test: result, definition: definition, kernel: target.release))
+            return
+        }
+        Terminal.out(Terminal.styled("\(testName)", .bold) + " on \(target.release)" + (definition.map { " — \($0.location)" } ?? ""))
+        if let definition {
+            Terminal.out("  pattern: \(definition.check.patternName)   macros: \(definition.macros.joined(separator: " "))")
+            Terminal.out("  note:    \(definition.note)")
+        }
+        Terminal.out("  result:  \(result.lines.joined(separator: "; "))")
+        Terminal.out("  why:     \(result.reasoning)")
+        for outcome in result.outcomes {
+            Terminal.out("")
+            Terminal.out("  probe '\(outcome.probe)': \(outcome.compiled ? "compiled" : "failed to compile")")
+            Terminal.out("  command: \(outcome.command.map(shellQuote).joined(separator: " "))")
+            let diags = outcome.diagnostics.split(separator: "\n").filter { $0.contains("error") || $0.contains("warning") || $0.contains("note:") }
+            if diags.isEmpty {
+                Terminal.out("  diagnostics: none")
+            } else {
+                Terminal.out("  diagnostics:")
+                for line in diags.prefix(12) { Terminal.out("    \(line)") }
+                if diags.count > 12 { Terminal.out("    … \(diags.count - 12) more (use --json for all)") }
+            }
+        }
+        if let s = result.suspicious { Terminal.warning(s) }
+    }
+
+    struct Explanation: Encodable {
+        var test: TestResult
+        var definition: TestDefinition?
+        var kernel: String
+    }
+}
+
+func shellQuote(_ s: String) -> String {
+    if s.allSatisfy({ $0.isLetter || $0.isNumber || "-_./=+:,@".contains($0) }) { return s }
+    return "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+}
