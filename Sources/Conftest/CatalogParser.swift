@@ -22,7 +22,7 @@ public struct Catalog: Sendable {
 
     /// The definition of `name` that applies to driver `release` (nil release: the only one, or the one without a release set).
     public func definition(_ name: String, release: String?) -> TestDefinition? {
-        guard let indices = byName[name] else { return nil }
+        guard let indices = byName[name] else { return templateDefinition(name, release: release) }
         let candidates = indices.map { definitions[$0] }
         if let release {
             return candidates.first { $0.releases?.contains(release) ?? true }
@@ -31,6 +31,30 @@ public struct Catalog: Sendable {
     }
 
     public var names: [String] { byName.keys.sorted() }
+
+    /// A family of tests named by a template such as `is_export_symbol_present_{symbol}`
+    /// (conftest.sh answers any name of that shape): the part of the requested name
+    /// that stands for `{symbol}` is substituted into the check and the macro.
+    func templateDefinition(_ name: String, release: String?) -> TestDefinition? {
+        for template in definitions where template.name.contains("{symbol}") {
+            let parts = template.name.components(separatedBy: "{symbol}")
+            guard parts.count == 2, name.hasPrefix(parts[0]), name.hasSuffix(parts[1]),
+                name.count > parts[0].count + parts[1].count,
+                template.releases?.contains(release ?? "") ?? true
+            else { continue }
+            let symbol = String(name.dropFirst(parts[0].count).dropLast(parts[1].count))
+            var d = template
+            d.name = name
+            d.macros = d.macros.map { $0.replacingOccurrences(of: "{symbol}", with: symbol) }
+            switch d.check {
+            case .exportPresent: d.check = .exportPresent(symbol: symbol)
+            case .exportGPL: d.check = .exportGPL(symbol: symbol)
+            default: break
+            }
+            return d
+        }
+        return nil
+    }
 
     /// Reads every `*.conftest` file of a directory.
     public static func load(directory: String) throws -> Catalog {

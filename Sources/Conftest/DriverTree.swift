@@ -59,7 +59,12 @@ public struct DriverTree: Sendable {
             throw UserError(.environment, "\(path)/Kbuild: not readable; --tree must name a Kbuild driver tree such as NVIDIA's kernel-open/")
         }
         let kbuild = try String(contentsOfFile: path + "/Kbuild", encoding: .utf8)
-        let available = (requested ?? knownModules.filter { fm.fileExists(atPath: "\(path)/\($0)") })
+        var available = requested ?? knownModules.filter { fm.fileExists(atPath: "\(path)/\($0)") }
+        if requested == nil && available.isEmpty {
+            // Trees shaped like kernel-open/ but with other module names declare their default list.
+            available = makeListValue(variable: "NV_KERNEL_MODULES", in: kbuild)
+                .filter { fm.fileExists(atPath: "\(path)/\($0)/\($0).Kbuild") }
+        }
         let modules = available.filter { !excluded.contains($0) }
 
         var requests: [Header: [String]] = [:]
@@ -135,7 +140,7 @@ public struct DriverTree: Sendable {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             guard trimmed.hasPrefix(variable) else { continue }
             let rest = trimmed.dropFirst(variable.count).trimmingCharacters(in: .whitespaces)
-            for op in [":=", "+=", "="] where rest.hasPrefix(op) {
+            for op in [":=", "+=", "?=", "="] where rest.hasPrefix(op) {
                 return rest.dropFirst(op.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
             }
         }

@@ -205,8 +205,16 @@ public enum Prober {
             let delegateDir = scratch + "/delegate"
             try FileManager.default.createDirectory(atPath: delegateDir + "/conftest", withIntermediateDirectories: true)
             try Data(headersH.utf8).write(to: URL(fileURLWithPath: delegateDir + "/conftest/headers.h"))
-            try FileManager.default.createSymbolicLink(atPath: delegateDir + "/conftest.sh", withDestinationPath: script)
-            let cflags = flags.joined(separator: " ")
+            // conftest.sh works in its own directory and reads conftest/headers.h there: give it a
+            // directory that mirrors the tree (symlinks) but holds this probe's headers.h.
+            let treeDir = URL(fileURLWithPath: script).deletingLastPathComponent().path
+            for entry in try FileManager.default.contentsOfDirectory(atPath: treeDir) where entry != "conftest" {
+                try FileManager.default.createSymbolicLink(atPath: delegateDir + "/" + entry, withDestinationPath: treeDir + "/" + entry)
+            }
+            // The tree's include paths point into the mirror, where conftest.sh writes its side files.
+            let treePrefix = "-I" + options.tree.path
+            let cflags = flags.map { $0.hasPrefix(treePrefix) ? "-I" + delegateDir + $0.dropFirst(treePrefix.count) : $0 }
+                .joined(separator: " ")
             let delegated = try await concurrentMap(missing, limit: jobs) { name in
                 let command = ["/bin/sh", delegateDir + "/conftest.sh", compiler.joined(separator: " "), kernel.arch,
                                kernel.sourceDirectory, kernel.outputDirectory, "compile_tests", cflags, name]
@@ -216,6 +224,10 @@ public enum Prober {
                                   reasoning: "not in the catalog: computed by \(script)",
                                   outcomes: [ProbeOutcome(probe: "conftest.sh", compiled: out.succeeded, diagnostics: out.standardError, command: command)],
                                   note: nil, suspicious: out.succeeded ? nil : "conftest.sh exited \(out.exitStatus): \(out.standardError.prefix(200))")
+            }
+            let failed = delegated.filter { $0.outcomes.first?.compiled == false }
+            if !failed.isEmpty {
+                throw UserError(.failed, "the tree's conftest.sh could not compute \(failed.map(\.name).joined(separator: ", ")) (\(failed[0].outcomes[0].diagnostics.trimmingCharacters(in: .whitespacesAndNewlines))); nvbuild's catalog lacks them too")
             }
             for r in delegated { results[r.name] = r }
             progress(.delegated, missing.count, missing.count)
