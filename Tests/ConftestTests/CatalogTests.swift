@@ -1,0 +1,127 @@
+@testable import Conftest
+import Foundation
+import Testing
+
+@Suite struct CatalogHygieneTests {
+    @Test func everyEntryParsesAndHasANote() throws {
+        let catalog = try Repo.catalog()
+        #expect(!catalog.definitions.isEmpty)
+        for d in catalog.definitions {
+            #expect(!d.note.isEmpty, "\(d.location): \(d.name) has no note")
+            #expect(!d.macros.isEmpty, "\(d.location): \(d.name) declares no macro")
+        }
+    }
+
+    /// Evaluates every definition under every combination of probe outcomes and
+    /// environment, and checks each emitted line names a declared macro.
+    @Test func entriesEmitExactlyTheMacrosTheyDeclare() throws {
+        for d in try Repo.catalog().definitions where !d.name.contains("{symbol}") {
+            let probes = ProbeSource.probes(of: d).map(\.name)
+            let combos = 1 << probes.count
+            var emitted = Set<String>()
+            for mask in 0..<combos {
+                var outcomes: [String: ProbeOutcome] = [:]
+                for (i, p) in probes.enumerated() {
+                    outcomes[p] = ProbeOutcome(probe: p, compiled: mask & (1 << i) != 0, diagnostics: "", command: [])
+                }
+                for env in [[:], ["GRID_BUILD": "1", "GRID_BUILD_CSP": "7", "VGX_BUILD": "1", "VGX_KVM_BUILD": "1", "VGX_DEVICE_VM_BUILD": "1"]] {
+                    let verdict = Evaluation.verdict(for: d, outcomes: outcomes, symvers: [], environment: env)
+                    for line in verdict.lines {
+                        let words = line.split(separator: " ")
+                        #expect(words.count >= 2 && (words[0] == "#define" || words[0] == "#undef"), "\(d.name): malformed line '\(line)'")
+                        if words.count >= 2 { emitted.insert(String(words[1])) }
+                    }
+                }
+            }
+            #expect(emitted.isSubset(of: Set(d.macros)), "\(d.location): \(d.name) emits \(emitted.subtracting(d.macros).sorted()) it does not declare")
+        }
+    }
+
+    @Test func noTwoTestsEmitTheSameMacro() throws {
+        var owner: [String: String] = [:]
+        for d in try Repo.catalog().definitions {
+            for m in d.macros {
+                if let other = owner[m] {
+                    #expect(other == d.name, "\(m) is emitted by both \(other) and \(d.name)")
+                }
+                owner[m] = d.name
+            }
+        }
+    }
+
+    @Test func releaseVariantsDoNotOverlap() throws {
+        let catalog = try Repo.catalog()
+        let byName = Dictionary(grouping: catalog.definitions, by: \.name).filter { $0.value.count > 1 }
+        for (name, defs) in byName {
+            #expect(defs.allSatisfy { $0.releases != nil }, "\(name) has several definitions; each needs Releases:")
+            for release in ["580.105.08", "590.48.01", "595.45.04"] {
+                let matching = defs.filter { $0.releases?.contains(release) ?? false }
+                #expect(matching.count <= 1, "\(name): \(matching.count) definitions apply to \(release)")
+            }
+        }
+    }
+
+    @Test func templatesAnswerAnySymbolName() throws {
+        let catalog = try Repo.catalog()
+        let gpl = try #require(catalog.definition("is_export_symbol_gpl___vma_start_write", release: nil))
+        #expect(gpl.macros == ["NV_IS_EXPORT_SYMBOL_GPL___vma_start_write"])
+        #expect(gpl.check == .exportGPL(symbol: "__vma_start_write"))
+    }
+
+    @Test func parserRejectsMalformedStanzas() {
+        let cases = [
+            "Test: a\nCheck: function f\nNote: n\n",  // no macro
+            "Test: a\nCheck: wobble\nMacro: M\nNote: n\n",  // unknown pattern
+            "Test: a\nCheck: compiles\nMacro: M\nNote: n\n",  // no code
+            "Test: a\nCheck: rules\nMacro: M\nProbe: p\n    int x;\nResult: q\n    #define M\nNote: n\n",  // unknown probe
+            "Test: a\nCheck: function f\nMacro: M N\nNote: n\n",  // two macros on a simple pattern
+            "Test: a\nCheck: function f\nMacro: M\nNote: n\nColour: red\n",  // unknown field
+        ]
+        for text in cases {
+            let dir = FileManager.default.temporaryDirectory.path + "/nvbuild-catalog-\(UUID().uuidString)"
+            try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try? text.write(toFile: dir + "/bad.conftest", atomically: true, encoding: .utf8)
+            #expect(throws: CatalogError.self) { try Catalog.load(directory: dir) }
+            try? FileManager.default.removeItem(atPath: dir)
+        }
+    }
+}
+
+@Suite struct ReleaseSetTests {
+    @Test func comparesDottedVersions() {
+        #expect(ReleaseSet(terms: [">=590"]).contains("595.45.04"))
+        #expect(!ReleaseSet(terms: [">=590"]).contains("580.105.08"))
+        #expect(ReleaseSet(terms: ["<590.48.01"]).contains("590.44.01"))
+        #expect(ReleaseSet(terms: ["580.105.08", "590.48.01"]).contains("590.48.01"))
+        #expect(!ReleaseSet(terms: ["580.105.08", "590.48.01"]).contains("595.45.04"))
+    }
+}
+
+@Suite struct DriverTreeTests {
+    @Test func readsRequestsInKbuildOrderWithoutDuplicates() throws {
+        let tree = try DriverTree.read(path: Repo.fixtureTree)
+        #expect(tree.modules == ["nvfixture", "nvfixture-drm"])
+        let functions = tree.requests[.functions] ?? []
+        #expect(functions.first == "set_memory_uc")
+        #expect(functions.filter { $0 == "vm_flags_set" }.count == 1)
+        #expect((tree.requests[.types] ?? []).filter { $0 == "mm_has_mmap_lock" }.count == 1)
+        #expect(tree.headerPresenceTests.first == "asm/system.h")
+        #expect(tree.driverVersion == "0.1.0-fixture")
+        #expect(tree.conftestScript != nil)
+    }
+
+    @Test func honoursModuleExclusion() throws {
+        let tree = try DriverTree.read(path: Repo.fixtureTree, excluded: ["nvfixture-drm"])
+        #expect(tree.modules == ["nvfixture"])
+        #expect(!(tree.requests[.functions] ?? []).contains("drm_client_setup"))
+    }
+
+    @Test func presenceMacroNames() {
+        #expect(DriverTree.presenceMacro(for: "drm/display/drm_hdcp.h") == "NV_DRM_DISPLAY_DRM_HDCP_H_PRESENT")
+        #expect(DriverTree.presenceMacro(for: "linux/dma-resv.h") == "NV_LINUX_DMA_RESV_H_PRESENT")
+    }
+
+    @Test func unreadableTreeIsAnEnvironmentError() {
+        #expect(throws: (any Error).self) { try DriverTree.read(path: "/nonexistent/kernel-open") }
+    }
+}

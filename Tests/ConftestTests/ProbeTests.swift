@@ -1,0 +1,133 @@
+@testable import Conftest
+import Foundation
+import KernelTree
+import NVBuildSupport
+import Testing
+
+/// The fixture tree probed against the real Debian kernels: every generated
+/// header must equal the golden file the reference conftest.sh produced for
+/// the same tests on the same named kernel.
+@Suite(.serialized) struct FixtureProbeTests {
+    @Test(arguments: ["6.1.", "6.12."])
+    func fixtureMatchesReferenceGolden(series: String) async throws {
+        let kernel = try #require(Repo.kernels().first { $0.release.hasPrefix(series) }, "run scripts/setup")
+        let report = try await Prober.run(try Repo.options(kernel: kernel))
+        let out = try Repo.scratch("golden")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        try ConftestOutput.write(report, to: out)
+        for header in ["functions", "generic", "macros", "symbols", "types", "headers", "patches"] {
+            let mine = try String(contentsOfFile: "\(out)/\(header).h", encoding: .utf8)
+            let golden = try String(contentsOfFile: "\(Repo.golden)/\(kernel.release)/\(header).h", encoding: .utf8)
+            #expect(mine == golden, "\(header).h differs from the reference on \(kernel.release)")
+        }
+        // Only the fixture's own test is delegated; everything else comes from the catalog.
+        #expect(report.delegated == ["fixture_file_operations_has_fop_flags"])
+        #expect(FileManager.default.fileExists(atPath: "\(out)/compile-tests/is_export_symbol_present_close_fd.h"))
+        #expect(FileManager.default.fileExists(atPath: "\(out)/header_presence/drm/drm_client_setup.h.part"))
+    }
+
+    @Test func preemptRTKernelFailsUnlessIgnored() async throws {
+        let rt = try #require(KernelDiscovery().installedKernels().first { $0.release.contains("-rt-") }, "run scripts/setup")
+        do {
+            _ = try await Prober.run(try Repo.options(kernel: rt, only: ["vm_fault_t"]))
+            Issue.record("the -rt kernel was accepted")
+        } catch let error as UserError {
+            #expect(error.kind == .failed)
+            #expect(error.message.contains("preempt_rt_sanity_check"))
+            #expect(error.message.contains("PREEMPT_RT"))
+        }
+        let report = try await Prober.run(try Repo.options(kernel: rt, environment: ["IGNORE_PREEMPT_RT_PRESENCE": "1"], only: ["vm_fault_t"]))
+        #expect(report.test("vm_fault_t")?.lines == ["#define NV_VM_FAULT_T_IS_PRESENT"])
+    }
+
+    @Test func missingCompilerIsAnEnvironmentErrorAndWritesNothing() async throws {
+        let kernel = try #require(Repo.kernels().first)
+        do {
+            _ = try await Prober.run(try Repo.options(kernel: kernel, compiler: "/nonexistent/gcc-99"))
+            Issue.record("a missing compiler was accepted")
+        } catch let error as UserError {
+            #expect(error.kind == .environment)
+            #expect(error.message.contains("/nonexistent/gcc-99"))
+            #expect(error.message.contains("apt-get install"))
+        }
+    }
+
+    @Test func missingHeadersNameThePackage() throws {
+        do {
+            _ = try KernelDiscovery().kernel(release: "6.99.0-1-amd64")
+            Issue.record("missing headers were accepted")
+        } catch let error as UserError {
+            #expect(error.kind == .environment)
+            #expect(error.message.contains("linux-headers-6.99.0-1-amd64"))
+        }
+    }
+
+    @Test func strictModeListsTestsTheCatalogLacks() async throws {
+        let kernel = try #require(Repo.kernels().first)
+        var options = try Repo.options(kernel: kernel)
+        options.strict = true
+        do {
+            _ = try await Prober.run(options)
+            Issue.record("strict mode delegated a test")
+        } catch let error as UserError {
+            #expect(error.message.contains("fixture_file_operations_has_fop_flags"))
+        }
+    }
+
+    /// A warm probe compiles nothing; a corrupted or truncated entry is
+    /// recomputed, and the results never change.
+    @Test func cacheIsReusedAndSurvivesCorruption() async throws {
+        let kernel = try #require(Repo.kernels().first)
+        let cacheDir = try Repo.scratch("cache")
+        defer { try? FileManager.default.removeItem(atPath: cacheDir) }
+        let only: Set<String> = ["set_memory_uc", "mm_has_mmap_lock", "of_dma_configure", "pin_user_pages"]
+        let cold = try await Prober.run(try Repo.options(kernel: kernel, cache: try ResultCache(directory: cacheDir), only: only))
+        #expect(cold.compiles > 0)
+        let warm = try await Prober.run(try Repo.options(kernel: kernel, cache: try ResultCache(directory: cacheDir), only: only))
+        #expect(warm.compiles == 0)
+        #expect(warm.tests.map(\.lines) == cold.tests.map(\.lines))
+
+        // Corrupt every entry in a different way: truncate, flip bytes, empty.
+        let entries = FileManager.default.enumerator(atPath: cacheDir)!.compactMap { $0 as? String }
+            .filter { !$0.hasSuffix("/") && (try? FileManager.default.attributesOfItem(atPath: cacheDir + "/" + $0)[.type] as? FileAttributeType) == .typeRegular }
+        #expect(!entries.isEmpty)
+        for (i, entry) in entries.enumerated() {
+            let path = cacheDir + "/" + entry
+            var data = try Data(contentsOf: URL(fileURLWithPath: path))
+            switch i % 3 {
+            case 0: data = data.prefix(data.count / 2)
+            case 1: data = Data(data.map { $0 == UInt8(ascii: "t") ? UInt8(ascii: "f") : $0 })
+            default: data = Data()
+            }
+            try data.write(to: URL(fileURLWithPath: path))
+        }
+        let again = try await Prober.run(try Repo.options(kernel: kernel, cache: try ResultCache(directory: cacheDir), only: only))
+        #expect(again.compiles == cold.compiles)
+        #expect(again.tests.map(\.lines) == cold.tests.map(\.lines))
+    }
+}
+
+@Suite struct OutputAssemblyTests {
+    @Test func patchTableListsPatchFiles() {
+        let text = ConftestOutput.patches(["patch-fix_a.h"])
+        #expect(text.hasPrefix("#include \"patch-fix_a.h\"\n"))
+        #expect(text.contains("{ \"fix_a\", NV_PATCH_fix_a_DESCRIPTION },\n"))
+        #expect(text.hasSuffix("{ NULL, NULL } };\n"))
+    }
+
+    @Test func versionLineKeepsTheReferenceIndentation() {
+        #expect(ConftestOutput.versionLine(utsRelease: "\"6.1.0-56-amd64\"") == "// Kernel version:             \"6.1.0-56-amd64\"")
+    }
+
+    @Test func linesAreNormalisedLikeTheShellEchoesThem() {
+        #expect(ProbeSource.normalize("  #define   NV_X    3 ") == "#define NV_X 3")
+    }
+
+    @Test func gplExportNeedsNoNamespace() {
+        #expect(Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\t", symbol: "foo", gplOnly: true))
+        #expect(!Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\tNS", symbol: "foo", gplOnly: true))
+        #expect(!Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: true))
+        #expect(Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: false))
+        #expect(!Evaluation.exportLine("0x1\tfoobar\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: false))
+    }
+}
