@@ -42,32 +42,75 @@ public struct CompileRunner: Sendable {
 
     /// test_kernel_header: preprocess `#include <header>` with -E -M; on failure retry with -MG,
     /// where success means the header is missing and failure means it exists but does not
-    /// preprocess on its own (still reported present).
-    public func headerPresent(_ header: String, index: Int) async throws -> (present: Bool, diagnostics: String) {
-        let directory = "\(scratch)/header-\(index)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        try Data("#include <\(header)>\n".utf8).write(to: URL(fileURLWithPath: directory + "/presence.c"))
+    /// preprocess on its own (still reported present). Cached with the files it read, or, for
+    /// a missing header, with the places it was looked for.
+    public func headerPresent(_ header: String, index: Int, cache: ResultCache? = nil, identity: String = "") async throws -> (present: Bool, diagnostics: String) {
         var extra: [String] = []
         for oot in ["/usr/src/nvidia/nvidia-public/include", "/usr/src/nvidia/nvidia-oot/include"]
         where FileManager.default.fileExists(atPath: oot) {
             extra.append("-I\(oot)")
         }
+        let key = (["header", identity, header] + extra + flags).joined(separator: "\u{0}")
+        if let cache, let hit = cache.lookup(step: key) { return (hit.ok, hit.output) }
+
+        let directory = "\(scratch)/header-\(index)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try Data("#include <\(header)>\n".utf8).write(to: URL(fileURLWithPath: directory + "/presence.c"))
         let base = compiler + ["-E", "-M"] + extra + flags
         let first = try await runner.run(base + ["presence.c"], workingDirectory: directory)
-        if first.succeeded { return (true, first.standardError) }
+        if first.succeeded {
+            let deps = ResultCache.dependencies(fromMakeRule: first.standardOutput, directory: directory)
+                .filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
+            cache?.store(step: key, ok: true, output: first.standardError, dependencies: deps)
+            return (true, first.standardError)
+        }
         let second = try await runner.run(base + ["-MG", "presence.c"], workingDirectory: directory)
+        if second.succeeded {
+            let deps = ResultCache.dependencies(fromMakeRule: second.standardOutput, directory: directory)
+                .filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
+            let searched = Self.includeDirectories(extra + flags).map { $0 + "/" + header }
+            cache?.store(step: key, ok: false, output: first.standardError, dependencies: deps, absent: searched)
+        }
         return (!second.succeeded, first.standardError)
     }
 
+    /// Directories named by -I / -isystem / -iquote / -idirafter, in order.
+    static func includeDirectories(_ flags: [String]) -> [String] {
+        var dirs: [String] = []
+        var i = 0
+        while i < flags.count {
+            let f = flags[i]
+            for option in ["-isystem", "-iquote", "-idirafter", "-I"] where f.hasPrefix(option) {
+                if f == option, i + 1 < flags.count {
+                    dirs.append(flags[i + 1])
+                    i += 1
+                } else if f.count > option.count {
+                    dirs.append(String(f.dropFirst(option.count)))
+                }
+                break
+            }
+            i += 1
+        }
+        return dirs
+    }
+
     /// The kernel's UTS_RELEASE as the preprocessor expands it.
-    public func utsRelease() async throws -> String {
+    public func utsRelease(cache: ResultCache? = nil, identity: String = "") async throws -> String {
+        let key = (["uts", identity] + flags).joined(separator: "\u{0}")
+        if let cache, let hit = cache.lookup(step: key), hit.ok { return hit.output }
         let directory = "\(scratch)/uts"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Data("#include <generated/utsrelease.h>\nUTS_RELEASE\n".utf8).write(to: URL(fileURLWithPath: directory + "/uts.c"))
-        let output = try await runner.run(compiler + ["-E", "-P"] + flags + ["uts.c"], workingDirectory: directory)
-        return output.standardOutput.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let output = try await runner.run(compiler + ["-E", "-P", "-MD", "-MF", "uts.d"] + flags + ["uts.c", "-o", "uts.i"], workingDirectory: directory)
+        let text = (try? String(contentsOfFile: directory + "/uts.i", encoding: .utf8)) ?? ""
+        let value = text.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        if output.succeeded, let rule = try? String(contentsOfFile: directory + "/uts.d", encoding: .utf8) {
+            let deps = ResultCache.dependencies(fromMakeRule: rule, directory: directory).filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
+            cache?.store(step: key, ok: true, output: value, dependencies: deps)
+        }
+        return value
     }
 }
 

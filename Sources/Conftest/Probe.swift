@@ -108,13 +108,25 @@ public enum Prober {
 
         // Sanity checks first: a failing one stops the probe with its reason.
         progress(.sanity, 0, SanityCheck.allCases.count)
-        let checker = SanityChecker(kernel: kernel, compiler: compiler, environment: env, scratch: scratch)
+        let cache = options.cache
+        let identity = try await ResultCache.compilerIdentity(compiler)
+        let checker = SanityChecker(kernel: kernel, compiler: compiler, environment: env, scratch: scratch,
+                                    cache: cache, compilerIdentity: identity)
         let sanity = try await checker.runAll(config: config)
         if let failed = sanity.first(where: { $0.failure != nil }) {
             throw UserError(.failed, "\(failed.check.rawValue) failed for \(kernel.release): \(failed.failure!)")
         }
 
-        let facts = try await ConftestFlags.CompilerFacts.query(compiler: compiler)
+        let facts: ConftestFlags.CompilerFacts
+        let factsKey = "compiler-facts\u{0}" + identity
+        if let hit = cache?.lookup(step: factsKey), let decoded = try? JSONDecoder().decode(ConftestFlags.CompilerFacts.self, from: Data(hit.output.utf8)) {
+            facts = decoded
+        } else {
+            facts = try await ConftestFlags.CompilerFacts.query(compiler: compiler)
+            if let encoded = try? JSONEncoder().encode(facts) {
+                cache?.store(step: factsKey, ok: true, output: String(decoding: encoded, as: UTF8.self), dependencies: [])
+            }
+        }
         let autoconf = ConftestFlags.autoconfPath(kernel: kernel)
         let flags = ConftestFlags.baseFlags(kernel: kernel, compiler: facts, autoconf: autoconf, environment: env)
             + ConftestFlags.kbuildFlags(tree: options.tree, kernel: kernel, environment: env)
@@ -126,11 +138,11 @@ public enum Prober {
         progress(.headers, 0, headers.count)
         let presence = try await concurrentMap(Array(headers.enumerated()), limit: jobs) { item in
             let (index, header) = item
-            let result = try await runner.headerPresent(header, index: index)
+            let result = try await runner.headerPresent(header, index: index, cache: cache, identity: identity)
             return ProbeReport.HeaderPresenceResult(header: header, macro: DriverTree.presenceMacro(for: header), present: result.present)
         }
         progress(.headers, headers.count, headers.count)
-        let uts = try await runner.utsRelease()
+        let uts = try await runner.utsRelease(cache: cache, identity: identity)
         let preamble = ProbeSource.preamble(headerPresenceLines: presence.map(\.line))
 
         // Plan: catalog definitions, and the names the catalog lacks.
@@ -163,8 +175,7 @@ public enum Prober {
         let total = jobsList.count
         let counter = Counter()
         progress(.tests, 0, total)
-        let cache = options.cache
-        let cacheContext = ResultCache.Context(compiler: compiler, compilerIdentity: try await ResultCache.compilerIdentity(compiler), flags: flags)
+        let cacheContext = ResultCache.Context(compiler: compiler, compilerIdentity: identity, flags: flags)
         let outcomes: [ProbeOutcome] = try await concurrentMap(jobsList, limit: jobs) { job in
             let id = "\(job.test).\(job.probe)"
             if let cache, let hit = cache.lookup(context: cacheContext, source: job.source, files: job.files) {

@@ -23,6 +23,8 @@ public final class ResultCache: @unchecked Sendable {
         var compiled: Bool
         var diagnostics: String
         var dependencies: [String: String]
+        /// Paths whose absence the result depends on (a header that was not found).
+        var absent: [String]?
     }
 
     struct Envelope: Codable {
@@ -95,10 +97,46 @@ public final class ResultCache: @unchecked Sendable {
             let body = try? Self.encode(envelope.entry),
             SHA256.hash(data: body).hexString == envelope.checksum
         else { return nil }
-        for (dep, hash) in envelope.entry.dependencies where hashOfFile(dep) != hash {
+        return validated(envelope.entry).map { ($0.compiled, $0.diagnostics) }
+    }
+
+    private func validated(_ entry: Entry) -> Entry? {
+        for (dep, hash) in entry.dependencies where hashOfFile(dep) != hash {
             return nil
         }
-        return (envelope.entry.compiled, envelope.entry.diagnostics)
+        for path in entry.absent ?? [] where FileManager.default.fileExists(atPath: path) {
+            return nil
+        }
+        return entry
+    }
+
+    /// A cached result of any other step (header presence, sanity compile), under a
+    /// key the caller derives from everything the step reads besides `dependencies`.
+    public func lookup(step key: String) -> (ok: Bool, output: String)? {
+        guard let data = FileManager.default.contents(atPath: path(for: Self.stepKey(key))),
+            let envelope = try? JSONDecoder().decode(Envelope.self, from: data),
+            let body = try? Self.encode(envelope.entry),
+            SHA256.hash(data: body).hexString == envelope.checksum,
+            let entry = validated(envelope.entry)
+        else { return nil }
+        return (entry.compiled, entry.diagnostics)
+    }
+
+    public func store(step key: String, ok: Bool, output: String, dependencies: [String], absent: [String] = []) {
+        var deps: [String: String] = [:]
+        for dep in dependencies {
+            guard let h = hashOfFile(dep) else { return }
+            deps[dep] = h
+        }
+        let entry = Entry(compiled: ok, diagnostics: output, dependencies: deps, absent: absent)
+        guard let body = try? Self.encode(entry),
+            let data = try? JSONEncoder().encode(Envelope(entry: entry, checksum: SHA256.hash(data: body).hexString))
+        else { return }
+        try? AtomicFile.write(data, to: path(for: Self.stepKey(key)))
+    }
+
+    static func stepKey(_ key: String) -> String {
+        SHA256.hash(data: Data(("nvbuild-step-v1\n" + key).utf8)).hexString
     }
 
     public func store(context: Context, source: String, files: [TestDefinition.AuxiliaryFile], compiled: Bool, diagnostics: String, dependencies: [String]) {
@@ -107,7 +145,7 @@ public final class ResultCache: @unchecked Sendable {
             guard let h = hashOfFile(dep) else { return }  // a vanished input: do not cache
             deps[dep] = h
         }
-        let entry = Entry(compiled: compiled, diagnostics: diagnostics, dependencies: deps)
+        let entry = Entry(compiled: compiled, diagnostics: diagnostics, dependencies: deps, absent: nil)
         guard let body = try? Self.encode(entry),
             let data = try? JSONEncoder().encode(Envelope(entry: entry, checksum: SHA256.hash(data: body).hexString))
         else { return }

@@ -29,13 +29,19 @@ public struct SanityChecker: Sendable {
     public var environment: [String: String]
     public var runner: ProcessRunner
     public var scratch: String
+    /// Caches the two compiles (by compiler identity and source): a warm probe runs none.
+    public var cache: ResultCache?
+    public var compilerIdentity: String
 
-    public init(kernel: KernelTarget, compiler: [String], environment: [String: String], scratch: String, runner: ProcessRunner = ProcessRunner()) {
+    public init(kernel: KernelTarget, compiler: [String], environment: [String: String], scratch: String,
+                runner: ProcessRunner = ProcessRunner(), cache: ResultCache? = nil, compilerIdentity: String = "") {
         self.kernel = kernel
         self.compiler = compiler
         self.environment = environment
         self.scratch = scratch
         self.runner = runner
+        self.cache = cache
+        self.compilerIdentity = compilerIdentity
     }
 
     private func set(_ name: String) -> Bool { !(environment[name] ?? "").isEmpty }
@@ -119,6 +125,14 @@ public struct SanityChecker: Sendable {
     }
 
     private func compiles(_ code: String, extraFlags: [String], name: String) async throws -> Bool {
+        let key = (["sanity", compilerIdentity, code] + extraFlags).joined(separator: "\u{0}")
+        if let cache, let hit = cache.lookup(step: key) { return hit.ok }
+        let ok = try await compilesUncached(code, extraFlags: extraFlags, name: name)
+        cache?.store(step: key, ok: ok, output: "", dependencies: [])
+        return ok
+    }
+
+    private func compilesUncached(_ code: String, extraFlags: [String], name: String) async throws -> Bool {
         let dir = "\(scratch)/\(name)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
