@@ -40,6 +40,14 @@ public struct DriverTree: Sendable, Equatable, Codable {
 
     public var moduleNames: [String] { modules.map(\.name) }
 
+    public init(path: String, style: Style, modules: [ModuleSpec], requestsConftest: Bool, rejectsPreemptRT: Bool) {
+        self.path = path
+        self.style = style
+        self.modules = modules
+        self.requestsConftest = requestsConftest
+        self.rejectsPreemptRT = rejectsPreemptRT
+    }
+
     public static func load(path: String) throws -> DriverTree {
         let root = URL(fileURLWithPath: path).standardizedFileURL.path
         var isDir: ObjCBool = false
@@ -119,10 +127,11 @@ public struct DriverTree: Sendable, Equatable, Codable {
             let t = line.trimmingCharacters(in: .whitespaces)
             guard t.hasPrefix("obj-m") else { continue }
             var rest = t.dropFirst(5).drop { $0 == " " || $0 == "\t" }
-            if rest.hasPrefix("+=") || rest.hasPrefix(":=") {
+            if rest.hasPrefix("+=") {
                 rest = rest.dropFirst(2)
-            } else if rest.hasPrefix("=") {
-                rest = rest.dropFirst()
+            } else if rest.hasPrefix(":=") || rest.hasPrefix("=") {
+                // A plain assignment replaces what earlier lines added.
+                rest = rest.drop { $0 == ":" || $0 == "=" }
                 modules.removeAll()
                 subdirectories.removeAll()
             } else {
@@ -162,4 +171,9 @@ public struct DriverTree: Sendable, Equatable, Codable {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         return String(decoding: data, as: UTF8.self)
     }
+}
+
+extension DriverTree {
+    /// `obj-m` parsing on its own, for tests.
+    public static func objectsForTesting(_ text: String) -> (modules: [String], subdirectories: [String]) { objects(in: text) }
 }
