@@ -5,6 +5,8 @@ public struct BuildFailure: Sendable, Equatable, Codable {
     /// The failing source file, as a path in the original tree when it is one.
     public var file: String?
     public var line: Int?
+    /// The tree's own file that included `file`, when the error is in a kernel header.
+    public var includedFrom: String?
     /// The first compiler error line and the few lines that explain it.
     public var errorLines: [String]
     /// Identifiers the error quotes (`‘foo’`), for asking which conftest result governs them.
@@ -31,15 +33,28 @@ public enum BuildLog {
                 j += 1
             }
             let file = mapPath(parsed.file, buildDirectory: buildDirectory, sourceDirectory: sourceDirectory)
+            // gcc lists the include chain just above the error: "In file included from a.c:3:",
+            // then indented "from b.h:5:" lines; the outermost one is the compiled file.
+            var includedFrom: String?
+            var k = i - 1
+            while k >= 0, lines[k].hasPrefix("In file included from") || lines[k].hasPrefix("                 from ") {
+                let entry = lines[k].replacingOccurrences(of: "In file included from", with: "").trimmingCharacters(in: .whitespaces)
+                let trimmed = entry.hasPrefix("from ") ? String(entry.dropFirst(5)) : entry
+                let location = trimmed.hasSuffix(":") || trimmed.hasSuffix(",") ? String(trimmed.dropLast()) : trimmed
+                if location.hasPrefix(buildDirectory + "/") {
+                    includedFrom = mapPath(location, buildDirectory: buildDirectory, sourceDirectory: sourceDirectory)
+                }
+                k -= 1
+            }
             return BuildFailure(
-                file: file, line: parsed.line,
+                file: file, line: parsed.line, includedFrom: includedFrom,
                 errorLines: context.map { mapText($0, buildDirectory: buildDirectory, sourceDirectory: sourceDirectory) },
                 identifiers: quotedIdentifiers(parsed.message), explanation: nil)
         }
         let errorish = lines.filter { $0.contains("ERROR:") || $0.contains("*** ") || $0.contains("Error ") || $0.contains("No such file") }
         guard !errorish.isEmpty else { return nil }
         return BuildFailure(
-            file: nil, line: nil,
+            file: nil, line: nil, includedFrom: nil,
             errorLines: errorish.prefix(6).map { mapText($0, buildDirectory: buildDirectory, sourceDirectory: sourceDirectory) },
             identifiers: [], explanation: nil)
     }

@@ -160,6 +160,9 @@ public struct KbuildBuilder: Sendable {
             }
             result.failure = failure
             result.reason = "make exited with status \(status)"
+            if let file = failure?.file, failure?.includedFrom == nil, !file.hasPrefix(request.tree.path + "/") {
+                result.reason! += "; the first error is in a file outside the driver tree (\(file)), so the kernel tree \(kernel.outputDirectory) looks broken or incomplete"
+            }
         } else if !result.succeeded {
             let missing = modules.filter { !$0.built }.map(\.name)
             result.reason = "make succeeded but did not produce \(missing.map { "\($0).ko" }.joined(separator: ", "))"

@@ -16,8 +16,9 @@ struct BuildCommand: AsyncParsableCommand {
             builds never share objects and the tree stays clean.
 
             Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
-              BUILD_DIR/<kernel release>/build.log   full make output for that kernel
-              BUILD_DIR/<kernel release>/tree/       the copy make builds in; the .ko files land here
+              BUILD_DIR/<release>/build.log   full make output for that kernel
+              BUILD_DIR/<release>/tree/       the copy make builds in; the .ko files land here
+            (<release> gets a suffix @<hash of the tree path> for trees given with --kernel-output.)
 
             --kernel all builds for every kernel under /lib/modules with a build tree, one after \
             another; a failure fails only its own row. The compiler may be a wrapper such as \
@@ -75,7 +76,7 @@ struct BuildCommand: AsyncParsableCommand {
             case .failed(let label, let output, let reason):
                 results.append(.failed(label: label, release: label, output: output, reason: reason))
             case .kernel(let kernel):
-                var label = kernel.release
+                var label = Self.label(for: kernel)
                 var n = 2
                 while usedLabels.contains(label) {
                     label = "\(kernel.release)~\(n)"
@@ -99,6 +100,15 @@ struct BuildCommand: AsyncParsableCommand {
             printTable(results)
         }
         if results.contains(where: { !$0.succeeded }) { throw ExitCode(1) }
+    }
+
+    /// The build folder name: the release for an installed kernel, plus a tag of the
+    /// tree's path for any other tree, so two trees of one release never share objects.
+    static func label(for kernel: KernelTarget) -> String {
+        if kernel.outputDirectory == "/lib/modules/\(kernel.release)/build" { return kernel.release }
+        var hash: UInt32 = 2_166_136_261
+        for byte in kernel.outputDirectory.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return "\(kernel.release)@\(String(hash, radix: 16))"
     }
 
     @Sendable static func showProgress(_ p: BuildProgress) {
@@ -188,6 +198,7 @@ struct BuildCommand: AsyncParsableCommand {
             Terminal.out(Terminal.styled("\(r.label): \(r.reason ?? "failed")", .bold))
             if let f = r.failure {
                 if let file = f.file { Terminal.out("  failing file: \(file)\(f.line.map { ":\($0)" } ?? "")") }
+                if let from = f.includedFrom { Terminal.out("  included from: \(from)") }
                 for line in f.errorLines { Terminal.out("  | \(line)") }
                 if let e = f.explanation { Terminal.out("  conftest: \(e)") }
             }
