@@ -1,13 +1,216 @@
 import ArgumentParser
+import Foundation
+import Kbuild
+import KernelTree
 import NVBuildSupport
 
 struct BuildCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "build",
-        abstract: "Build modules through the kernel's own Kbuild, for one kernel or many."
+        abstract: "Build modules through the kernel's own Kbuild, for one kernel or many.",
+        discussion: """
+            nvbuild runs `make -C <kernel> M=<tree> modules` as the tree's own Makefile would: \
+            kernel source and output trees, CC from the kernel's CONFIG_CC_VERSION_TEXT, ARCH, \
+            and for NVIDIA-style trees NV_KERNEL_SOURCES/NV_KERNEL_OUTPUT/NV_KERNEL_MODULES, \
+            after running the conftest probe. Each kernel builds in its own copy of the tree, so \
+            builds never share objects and the tree stays clean.
+
+            Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
+              BUILD_DIR/<release>/build.log   full make output for that kernel
+              BUILD_DIR/<release>/tree/       the copy make builds in; the .ko files land here
+            (<release> gets a suffix @<hash of the tree path> for trees given with --kernel-output.)
+
+            --kernel all builds for every kernel under /lib/modules with a build tree, one after \
+            another; a failure fails only its own row. The compiler may be a wrapper such as \
+            `ccache gcc` or `distcc gcc` (--cc, or CC in the environment, as with the Makefile).
+
+            Example:
+              nvbuild build --tree kernel-open --kernel 6.12.117+deb12-amd64 --jobs 8
+              nvbuild build --tree . --kernel all --cc "ccache x86_64-linux-gnu-gcc-12"
+              nvbuild build --tree . --kernel all --kernel-output /tmp/linux-headers-copy
+            Exit status: 0 all kernels built; 1 a build failed; 2 usage or environment error.
+            """
     )
 
+    @Option(help: "The driver tree (its top Kbuild/Makefile).") var tree: String = "."
+    @Option(
+        name: .customLong("kernel"),
+        help: "Kernel release under /lib/modules, or `all` for every installed one; repeatable (default: the running kernel, else the newest installed).")
+    var releases: [String] = []
+    @Option(name: .customLong("kernel-source"), help: "Kernel source tree, like the driver Makefile's SYSSRC.")
+    var sourceDirectory: String?
+    @Option(name: .customLong("kernel-output"), help: "Configured kernel output tree, like SYSOUT; repeatable, each one builds as its own target.")
+    var outputDirectories: [String] = []
+    @Option(help: "Parallel make jobs per kernel (default: CPU count).") var jobs: Int?
+    @Option(help: "Comma-separated subset of modules to build (trees that select modules, like NVIDIA's).") var modules: String?
+    @Option(help: "Compiler command for Kbuild, e.g. `ccache gcc` (default: $CC, else the kernel's own compiler).") var cc: String?
+    @Option(help: "Folder for per-kernel build copies and logs (default: <tree>/.nvbuild/build).") var buildDir: String?
+    @Flag(help: "Pass V=1 to Kbuild.") var verbose = false
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
     func run() async throws {
-        throw UserError(.usage, "nvbuild build is not available in this build yet")
+        let driverTree = try DriverTree.load(path: tree)
+        let selected = modules.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+        if let selected {
+            let unknown = selected.filter { !driverTree.moduleNames.contains($0) }
+            guard unknown.isEmpty else {
+                throw UserError(.usage, "--modules names \(unknown.joined(separator: ", ")), which \(driverTree.path) does not build; its modules are \(driverTree.moduleNames.joined(separator: ", "))")
+            }
+            guard driverTree.style == .nvidia || Set(selected) == Set(driverTree.moduleNames) else {
+                throw UserError(.usage, "--modules needs a tree whose Makefile selects modules (NV_KERNEL_MODULES); \(driverTree.path) builds every obj-m module together")
+            }
+        }
+        let targets = try resolveTargets()
+        let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
+        let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"
+        let compiler = cc ?? ProcessInfo.processInfo.environment["CC"].flatMap { $0.isEmpty ? nil : $0 }
+        let builder = KbuildBuilder(
+            prepare: BuildHooks.prepare(for: driverTree),
+            explain: BuildHooks.explain(for: driverTree),
+            progress: json ? nil : Self.showProgress)
+
+        var results: [KernelBuildResult] = []
+        var usedLabels: Set<String> = []
+        for target in targets {
+            switch target {
+            case .failed(let label, let output, let reason):
+                results.append(.failed(label: label, release: label, output: output, reason: reason))
+            case .kernel(let kernel):
+                var label = Self.label(for: kernel)
+                var n = 2
+                while usedLabels.contains(label) {
+                    label = "\(kernel.release)~\(n)"
+                    n += 1
+                }
+                usedLabels.insert(label)
+                if !json, !kernel.compilerInstalled, compiler == nil, let c = kernel.compiler {
+                    Terminal.warning("\(kernel.release) was built with \(c), which is not installed; Kbuild falls back to its default compiler")
+                }
+                let request = BuildRequest(
+                    tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: jobCount,
+                    modules: selected, compiler: compiler, verbose: verbose)
+                let result = await builder.build(request)
+                if !json { Terminal.note("\(result.succeeded ? "built" : "FAILED") for \(label) in \(String(format: "%.1f", result.seconds)) s, log: \(result.logPath ?? "none")") }
+                results.append(result)
+            }
+        }
+        if json {
+            try Terminal.json(results)
+        } else {
+            printTable(results)
+        }
+        if results.contains(where: { !$0.succeeded }) { throw ExitCode(1) }
     }
+
+    /// The build folder name: the release for an installed kernel, plus a tag of the
+    /// tree's path for any other tree, so two trees of one release never share objects.
+    static func label(for kernel: KernelTarget) -> String {
+        if kernel.outputDirectory == "/lib/modules/\(kernel.release)/build" { return kernel.release }
+        var hash: UInt32 = 2_166_136_261
+        for byte in kernel.outputDirectory.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return "\(kernel.release)@\(String(hash, radix: 16))"
+    }
+
+    @Sendable static func showProgress(_ p: BuildProgress) {
+        switch p.phase {
+        case .preparing: Terminal.status("[\(p.label)] preparing")
+        case .compiling: Terminal.status("[\(p.label)] \(p.compiledObjects) compiled, \(p.lastItem ?? "")")
+        case .linking: Terminal.status("[\(p.label)] linking \(p.lastItem ?? "")")
+        case .finished: Terminal.clearStatus()
+        }
+    }
+
+    enum Target {
+        case kernel(KernelTarget)
+        case failed(label: String, output: String, reason: String)
+    }
+
+    /// Every kernel asked for; a tree that cannot even be described becomes a failed row.
+    private func resolveTargets() throws -> [Target] {
+        let discovery = KernelDiscovery()
+        var targets: [Target] = []
+        func describe(_ label: String, _ output: String, _ body: () throws -> KernelTarget) {
+            do {
+                targets.append(.kernel(try body()))
+            } catch let error as UserError {
+                targets.append(.failed(label: label, output: output, reason: error.message))
+            } catch {
+                targets.append(.failed(label: label, output: output, reason: "\(error)"))
+            }
+        }
+        for release in releases {
+            if release == "all" {
+                let installed = discovery.installedKernels()
+                guard !installed.isEmpty else {
+                    throw UserError(.environment, "--kernel all: no kernel headers found under /lib/modules/*/build; install some, e.g. apt-get install linux-headers-amd64")
+                }
+                targets += installed.map { .kernel($0) }
+            } else {
+                describe(release, "/lib/modules/\(release)/build") { try discovery.kernel(release: release) }
+            }
+        }
+        if let sourceDirectory {
+            guard outputDirectories.count <= 1 else {
+                throw UserError(.usage, "--kernel-source pairs with one --kernel-output; build several output trees without --kernel-source")
+            }
+            let output = outputDirectories.first
+            describe(output ?? sourceDirectory, output ?? sourceDirectory) {
+                try discovery.kernel(sourceDirectory: sourceDirectory, outputDirectory: output)
+            }
+        } else {
+            for output in outputDirectories {
+                describe(output, output) { try discovery.kernel(sourceDirectory: output, outputDirectory: output) }
+            }
+        }
+        if targets.isEmpty {
+            let (kernel, reason) = try discovery.defaultKernel()
+            if !json { Terminal.note("using kernel \(kernel.release): \(reason)") }
+            targets.append(.kernel(kernel))
+        }
+        return targets
+    }
+
+    private func printTable(_ results: [KernelBuildResult]) {
+        var rows: [[String]] = [["KERNEL", "MODULE", "RESULT", "SIZE", "VERMAGIC"]]
+        for r in results {
+            let kernel = r.label == r.release ? r.release : "\(r.release) (\(r.kernelOutputDirectory))"
+            if r.modules.isEmpty {
+                rows.append([kernel, "-", "failed", "-", r.reason ?? ""])
+                continue
+            }
+            for m in r.modules {
+                rows.append([kernel, m.name, m.built ? "ok" : "failed", m.size.map(String.init) ?? "-", m.vermagic ?? "-"])
+            }
+        }
+        let widths = (0..<5).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        for (i, row) in rows.enumerated() {
+            var line = ""
+            for c in 0..<5 {
+                var cell = row[c].padding(toLength: c == 4 ? row[c].count : widths[c], withPad: " ", startingAt: 0)
+                if i == 0 { cell = Terminal.styled(cell, .bold) }
+                if c == 2, i > 0 { cell = Terminal.styled(cell, row[c] == "ok" ? .green : .red) }
+                line += cell + (c < 4 ? "  " : "")
+            }
+            Terminal.out(line)
+        }
+        for r in results where !r.succeeded {
+            Terminal.out("")
+            Terminal.out(Terminal.styled("\(r.label): \(r.reason ?? "failed")", .bold))
+            if let f = r.failure {
+                if let file = f.file { Terminal.out("  failing file: \(file)\(f.line.map { ":\($0)" } ?? "")") }
+                if let from = f.includedFrom { Terminal.out("  included from: \(from)") }
+                for line in f.errorLines { Terminal.out("  | \(line)") }
+                if let e = f.explanation { Terminal.out("  conftest: \(e)") }
+            }
+            if let log = r.logPath { Terminal.out("  full log: \(log)") }
+        }
+    }
+}
+
+/// Seams the conftest probe plugs into (kept here so the build code does not depend on it).
+enum BuildHooks {
+    /// Runs the probe for trees that request conftest results; nil leaves it to the tree's own Kbuild.
+    static func prepare(for tree: DriverTree) -> KbuildBuilder.Prepare? { nil }
+    /// Asks `probe explain` which conftest result governs the identifiers a compile error quotes.
+    static func explain(for tree: DriverTree) -> KbuildBuilder.Explain? { nil }
 }

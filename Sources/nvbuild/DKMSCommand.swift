@@ -1,13 +1,116 @@
 import ArgumentParser
+import DKMS
+import Foundation
+import Kbuild
 import NVBuildSupport
 
 struct DKMSCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dkms",
-        abstract: "Package a tree for DKMS and lint dkms.conf without executing it."
+        abstract: "Package a tree for DKMS and lint dkms.conf without executing it.",
+        subcommands: [DKMSPackageCommand.self, DKMSLintCommand.self]
+    )
+}
+
+struct DKMSPackageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "package",
+        abstract: "Write a DKMS source tree (NAME-VERSION/ with the sources and a generated dkms.conf).",
+        discussion: """
+            dkms.conf is rendered from Templates/dkms.conf.mustache (a copy is built in; \
+            --template uses another file) with one BUILT_MODULE_NAME/BUILT_MODULE_LOCATION/\
+            DEST_MODULE_LOCATION record per module the tree's Kbuild files add to obj-m, \
+            and is linted before anything is written. The output folder appears whole or not at all.
+
+            Example:
+              nvbuild dkms package --tree kernel-open --name nvidia --version 595.45.04 --output /usr/src
+              dkms add nvidia/595.45.04 && dkms install nvidia/595.45.04 -k $(uname -r)
+              nvbuild dkms package --tree . --name hello --version 1.0 --tarball hello-1.0.dkms.tar.gz
+              dkms ldtarball hello-1.0.dkms.tar.gz
+            """
     )
 
+    @Option(help: "The driver tree (its top Kbuild/Makefile).") var tree: String = "."
+    @Option(help: "DKMS package name (PACKAGE_NAME).") var name: String
+    @Option(help: "DKMS package version (PACKAGE_VERSION).") var version: String
+    @Option(help: "Folder that receives NAME-VERSION/.") var output: String = "."
+    @Option(help: "Also write a tarball that `dkms ldtarball` loads (.tar.gz, .tar.xz, .tar.zst).") var tarball: String?
+    @Option(help: "Job count written into MAKE[0] (default: this machine's CPU count).") var jobs: Int?
+    @Option(help: "DEST_MODULE_LOCATION for every module.") var destModuleLocation: String = "/updates/dkms"
+    @Option(help: "A Mustache template to render instead of the built-in dkms.conf template.") var template: String?
+    @Flag(help: "Print JSON instead of text.") var json = false
+
     func run() async throws {
-        throw UserError(.usage, "nvbuild dkms is not available in this build yet")
+        let driverTree = try DriverTree.load(path: tree)
+        var templateText: String?
+        if let template {
+            guard let data = FileManager.default.contents(atPath: template) else {
+                throw UserError(.usage, "\(template): cannot read the template; pass a readable .mustache file")
+            }
+            templateText = String(decoding: data, as: UTF8.self)
+        }
+        let spec = DKMSPackageSpec(
+            name: name, version: version, tree: driverTree,
+            jobs: jobs ?? ProcessInfo.processInfo.activeProcessorCount, destination: destModuleLocation)
+        let result = try await DKMSPackager.package(
+            tree: driverTree, spec: spec, outputRoot: output, tarball: tarball, template: templateText, generator: NVBuild.version)
+        if json {
+            struct Report: Encodable {
+                var directory: String
+                var dkmsConf: String
+                var tarball: String?
+                var modules: [String]
+                var findings: [LintFinding]
+            }
+            try Terminal.json(Report(directory: result.directory, dkmsConf: result.confPath, tarball: result.tarball, modules: driverTree.moduleNames, findings: result.findings))
+            return
+        }
+        for f in result.findings { Terminal.warning(f.description) }
+        Terminal.out("wrote \(result.directory) (\(driverTree.modules.count) module\(driverTree.modules.count == 1 ? "" : "s"): \(driverTree.moduleNames.joined(separator: ", ")))")
+        if let t = result.tarball { Terminal.out("wrote \(t)") }
+    }
+}
+
+struct DKMSLintCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lint",
+        abstract: "Check dkms.conf files without executing them.",
+        discussion: """
+            Reports unknown or misspelled directives, gaps in array indices, missing \
+            required fields, MAKE lines DKMS rewrites, and any command substitution, \
+            backtick, shell statement or expansion other than DKMS's own variables, \
+            each with file:line and a fix. The file is parsed, never sourced.
+            Exit status: 0 no errors (warnings allowed unless --strict), 1 findings, 2 unreadable file.
+
+            Example:
+              nvbuild dkms lint /usr/src/nvidia-595.45.04/dkms.conf
+            """
+    )
+
+    @Argument(help: "dkms.conf files to check.") var files: [String]
+    @Flag(help: "Treat warnings as failures too.") var strict = false
+    @Flag(help: "Print JSON instead of text.") var json = false
+
+    func run() async throws {
+        guard !files.isEmpty else { throw UserError(.usage, "name at least one dkms.conf to check") }
+        var all: [LintFinding] = []
+        for file in files {
+            do {
+                all += try DKMSLinter.lint(path: file)
+            } catch let error as DKMSError {
+                throw UserError(.environment, error.description)
+            }
+        }
+        if json {
+            try Terminal.json(all)
+        } else {
+            for f in all {
+                let label = f.severity == .error ? Terminal.styled("error:", .red) : Terminal.styled("warning:", .yellow)
+                Terminal.out("\(f.file):\(f.line): \(label) \(f.message) [\(f.rule)]")
+                Terminal.out("  fix: \(f.fix)")
+            }
+        }
+        let failing = all.filter { strict || $0.severity == .error }
+        if !failing.isEmpty { throw ExitCode(1) }
     }
 }

@@ -1,13 +1,248 @@
 import ArgumentParser
+import Foundation
+import ModuleELF
 import NVBuildSupport
 
 struct InspectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Read .ko/.ko.xz/.ko.zst/.ko.gz files like modinfo, readelf and nm together."
+        abstract: "Read .ko/.ko.xz/.ko.zst/.ko.gz files like modinfo, readelf and nm together.",
+        discussion: """
+            By default prints exactly what `modinfo FILE` prints for each file. Files are read \
+            in parallel and reported in argument order; a file that cannot be read gets a \
+            one-line error on stderr, the others are still reported, and the exit status is 1.
+            """
     )
 
+    @Argument(help: "Module files (.ko, .ko.xz, .ko.zst, .ko.gz).")
+    var files: [String]
+
+    @Option(name: [.customShort("F"), .long], help: "Print only this field's values, like `modinfo -F NAME`.")
+    var field: String?
+
+    @Flag(help: "Print exported symbols (GPL flag, namespace), undefined symbols and the __versions CRCs.")
+    var symbols = false
+
+    @Flag(help: "Print the section headers: name, type, size, flags.")
+    var sections = false
+
+    @Flag(help: "Print the signature: format, placement relative to compression, signer, key, hash.")
+    var signature = false
+
+    @Flag(help: "Print one JSON document per file, one per line (schema: docs/inspect-json-schema.md).")
+    var json = false
+
+    @Flag(help: "Accept modules built for another machine than this host.")
+    var anyMachine = false
+
+    @Option(help: "Files read at the same time (default: the number of CPUs).")
+    var jobs: Int?
+
+    func validate() throws {
+        if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
+        if field != nil, symbols || sections || json || signature {
+            throw ValidationError("--field cannot be combined with --symbols, --sections, --signature or --json")
+        }
+    }
+
     func run() async throws {
-        throw UserError(.usage, "nvbuild inspect is not available in this build yet")
+        var parts: ModuleParts = []
+        if json {
+            parts = .all
+        } else {
+            if field != nil || !(symbols || sections || signature) { parts.formUnion([.modinfo, .signature]) }
+            if symbols { parts.insert(.symbols) }
+            if sections { parts.insert(.sections) }
+            if signature { parts.insert(.signature) }
+        }
+        let wanted = parts
+        let directory = Self.currentDirectory()
+        let machine: UInt16? = anyMachine ? nil : ModuleFile.hostMachine
+        let render = Renderer(
+            field: field, symbols: symbols, sections: sections, signature: signature, json: json)
+        let failures = ParallelInspector.run(
+            paths: files, workers: jobs ?? ProcessInfo.processInfo.activeProcessorCount
+        ) { path in
+            let filename = ModinfoFormatter.absolutePath(path, currentDirectory: directory)
+            do throws(ModuleReadError) {
+                let module = try ModuleFile.read(path: path, parts: wanted, expectedMachine: machine)
+                return .success(render.render(module, filename: filename))
+            } catch {
+                let report = json ? render.renderError(error, filename: filename) : []
+                return .failure(error, report)
+            }
+        }
+        if failures > 0 {
+            throw UserError(.failed, "\(failures) of \(files.count) file\(files.count == 1 ? "" : "s") could not be inspected")
+        }
+    }
+
+    /// The working directory as modinfo sees it: $PWD when it names the same directory, else getcwd.
+    static func currentDirectory() -> String {
+        var here = stat(), claimed = stat()
+        if let pwd = ProcessInfo.processInfo.environment["PWD"], pwd.hasPrefix("/"),
+            stat(".", &here) == 0, stat(pwd, &claimed) == 0,
+            here.st_dev == claimed.st_dev, here.st_ino == claimed.st_ino
+        {
+            return pwd
+        }
+        return FileManager.default.currentDirectoryPath
+    }
+}
+
+/// Turns one module into the bytes the chosen view prints.
+struct Renderer: Sendable {
+    var field: String?
+    var symbols: Bool
+    var sections: Bool
+    var signature: Bool
+    var json: Bool
+
+    func render(_ module: ModuleFile, filename: String) -> [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(4096)
+        if json {
+            output = encode(ModuleReport(module, path: filename))
+        } else if let field {
+            ModinfoFormatter.renderField(field, module: module, filename: filename, into: &output)
+        } else if symbols || sections || signature {
+            output.append(contentsOf: "filename:       \(filename)\ncompression:    \(module.compression.rawValue)\n".utf8)
+            if signature { renderSignature(module, into: &output) }
+            if symbols { renderSymbols(module, into: &output) }
+            if sections { renderSections(module, into: &output) }
+        } else {
+            ModinfoFormatter.render(module, filename: filename, into: &output)
+        }
+        return output
+    }
+
+    func renderError(_ error: ModuleReadError, filename: String) -> [UInt8] {
+        encode(ModuleReport(path: filename, error: error))
+    }
+
+    private func encode(_ report: ModuleReport) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var bytes = (try? encoder.encode(report)).map { Array($0) } ?? Array("{}".utf8)
+        bytes.append(0x0A)
+        return bytes
+    }
+
+    private func renderSignature(_ module: ModuleFile, into output: inout [UInt8]) {
+        guard let signature = module.signature else {
+            output.append(contentsOf: "signature:      none\n".utf8)
+            return
+        }
+        let placement: String
+        switch signature.placement {
+        case .uncompressed: placement = "appended to the uncompressed module (the kernel checks it)"
+        case .signedThenCompressed: placement = "signed, then compressed (the kernel checks it after decompressing)"
+        case .compressedThenSigned:
+            placement = "compressed, then signed (the kernel never sees it: sign before compressing)"
+        }
+        var text = "signature:      \(signature.idType)"
+        if let algorithm = signature.keyAlgorithm { text += " \(algorithm)" }
+        text += "\nplacement:      \(placement)\nsigner:         \(signature.signer)\n"
+        output.append(contentsOf: text.utf8)
+        output.append(contentsOf: "sig_key:        ".utf8)
+        output.append(contentsOf: signature.keyID.map { byte in String(byte, radix: 16, uppercase: true).leftPadded(2) }.joined(separator: ":").utf8)
+        output.append(contentsOf: "\nsig_hashalgo:   \(signature.hashAlgorithm)\nsig_length:     \(signature.signature.count)\n".utf8)
+    }
+
+    private func renderSymbols(_ module: ModuleFile, into output: inout [UInt8]) {
+        var text = "exports:        \(module.exports.count)\n"
+        for symbol in module.exports {
+            text += "  \(symbol.gplOnly ? "EXPORT_SYMBOL_GPL" : "EXPORT_SYMBOL    ") \(symbol.name)"
+            if let namespace = symbol.namespace { text += " [\(namespace)]" }
+            text += "\n"
+        }
+        text += "undefined:      \(module.undefinedSymbols.count)\n"
+        for name in module.undefinedSymbols { text += "  \(name)\n" }
+        text += "versions:       \(module.versions.count)\n"
+        for version in module.versions { text += "  \(crcText(version.crc)) \(version.name)\n" }
+        output.append(contentsOf: text.utf8)
+    }
+
+    private func renderSections(_ module: ModuleFile, into output: inout [UInt8]) {
+        var text = "sections:       \(module.sections.count)\n"
+        for section in module.sections {
+            text += "  [\(String(section.index).leftPadded(3, with: " "))] \(section.name.rightPadded(28)) "
+                + "\(section.typeName.rightPadded(14)) \(String(section.size, radix: 16).leftPadded(8)) \(section.flagLetters)\n"
+        }
+        output.append(contentsOf: text.utf8)
+    }
+}
+
+private extension String {
+    func leftPadded(_ width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+    func rightPadded(_ width: Int) -> String {
+        count >= width ? self : self + String(repeating: " ", count: width - count)
+    }
+}
+
+/// Reads files on worker threads and prints results in argument order as soon as each is ready.
+enum ParallelInspector {
+    enum Outcome: Sendable {
+        case success([UInt8])
+        case failure(ModuleReadError, [UInt8])
+    }
+
+    private final class Slots: @unchecked Sendable {
+        let condition = NSCondition()
+        var outcomes: [Outcome?]
+        var next = 0
+        init(count: Int) { outcomes = Array(repeating: nil, count: count) }
+    }
+
+    /// Returns the number of files that failed.
+    static func run(paths: [String], workers: Int, work: @escaping @Sendable (String) -> Outcome) -> Int {
+        let slots = Slots(count: paths.count)
+        let workerCount = max(1, min(workers, paths.count))
+        for _ in 0..<workerCount {
+            let thread = Thread {
+                while true {
+                    slots.condition.lock()
+                    let index = slots.next
+                    slots.next += 1
+                    slots.condition.unlock()
+                    guard index < paths.count else { return }
+                    let outcome = work(paths[index])
+                    slots.condition.lock()
+                    slots.outcomes[index] = outcome
+                    slots.condition.broadcast()
+                    slots.condition.unlock()
+                }
+            }
+            thread.start()
+        }
+        var failures = 0
+        var pending: [UInt8] = []
+        pending.reserveCapacity(1 << 17)
+        for index in paths.indices {
+            slots.condition.lock()
+            while slots.outcomes[index] == nil { slots.condition.wait() }
+            let outcome = slots.outcomes[index]!
+            slots.outcomes[index] = nil
+            slots.condition.unlock()
+            switch outcome {
+            case .success(let bytes):
+                pending.append(contentsOf: bytes)
+            case .failure(let error, let bytes):
+                // Keep stdout and stderr in order for a reader watching both.
+                Terminal.writeRaw(pending)
+                pending.removeAll(keepingCapacity: true)
+                failures += 1
+                Terminal.error(error.description)
+                pending.append(contentsOf: bytes)
+            }
+            if pending.count >= 1 << 16 {
+                Terminal.writeRaw(pending)
+                pending.removeAll(keepingCapacity: true)
+            }
+        }
+        Terminal.writeRaw(pending)
+        return failures
     }
 }

@@ -19,6 +19,24 @@ enum Terminal {
         FileHandle.standardOutput.write(Data((text + "\n").utf8))
     }
 
+    /// Writes bytes to stdout unchanged (no newline added, no UTF-8 round trip): bulk output
+    /// that must match another tool byte for byte. Returns false when stdout is gone.
+    @discardableResult
+    static func writeRaw(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = write(STDOUT_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                offset += written
+            }
+            return true
+        }
+    }
+
     static func error(_ text: String) {
         FileHandle.standardError.write(Data((styled("error:", .red, stderr: true) + " " + text + "\n").utf8))
     }

@@ -1,1 +1,0 @@
-// DKMS: see DESIGN.md for what this target owns.

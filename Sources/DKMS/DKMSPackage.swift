@@ -1,0 +1,165 @@
+import Foundation
+import Kbuild
+import Mustache
+import NVBuildSupport
+
+/// What goes into a generated dkms.conf.
+public struct DKMSPackageSpec: Sendable, Equatable {
+    public var name: String
+    public var version: String
+    public var modules: [ModuleSpec]
+    public var nvidiaStyle: Bool
+    public var rejectsPreemptRT: Bool
+    public var jobs: Int
+    public var destination: String
+
+    public init(name: String, version: String, tree: DriverTree, jobs: Int, destination: String = "/updates/dkms") {
+        self.name = name
+        self.version = version
+        self.modules = tree.modules
+        self.nvidiaStyle = tree.style == .nvidia
+        self.rejectsPreemptRT = tree.rejectsPreemptRT
+        self.jobs = jobs
+        self.destination = destination
+    }
+
+    /// DKMS puts these in paths and shell words: keep them to safe characters.
+    public func validate() throws {
+        let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-~")
+        for (label, value) in [("--name", name), ("--version", version)] {
+            guard !value.isEmpty, value.unicodeScalars.allSatisfy(safe.contains), value.first != "-", value != ".", value != ".." else {
+                throw UserError(.usage, "\(label) \"\(value)\": use only letters, digits and . _ + - ~ (DKMS uses it in /usr/src/<name>-<version> and in shell words)")
+            }
+        }
+        guard destination.hasPrefix("/kernel") || destination.hasPrefix("/updates") || destination.hasPrefix("/extra"),
+            !destination.contains("\""), !destination.contains("$"), !destination.contains("`")
+        else {
+            throw UserError(.usage, "--dest-module-location \"\(destination)\": DKMS accepts only paths under /kernel, /updates or /extra")
+        }
+    }
+}
+
+public enum DKMSPackager {
+    /// Renders dkms.conf from a Mustache template (the bundled copy of
+    /// Templates/dkms.conf.mustache unless `template` is given).
+    public static func renderConf(_ spec: DKMSPackageSpec, template: String? = nil, generator: String = "") throws -> String {
+        let text = template ?? BundledTemplates.dkmsConf
+        let compiled: MustacheTemplate
+        do {
+            compiled = try MustacheTemplate(string: text)
+        } catch {
+            throw UserError(.usage, "dkms.conf template does not parse as Mustache: \(error)")
+        }
+        let modules: [[String: Any]] = spec.modules.enumerated().map { i, m in
+            ["index": i, "name": m.name, "location": m.location, "destination": spec.destination]
+        }
+        let context: [String: Any] = [
+            "name": spec.name, "version": spec.version, "modules": modules, "nvidia": spec.nvidiaStyle,
+            "rejectsPreemptRT": spec.rejectsPreemptRT, "jobs": spec.jobs, "generator": generator,
+        ]
+        return compiled.render(context)
+    }
+
+    public struct Output: Sendable {
+        public var directory: String
+        public var confPath: String
+        public var tarball: String?
+        public var findings: [LintFinding]
+    }
+
+    /// Writes `<outputRoot>/<name>-<version>/` (tree copy plus dkms.conf) and,
+    /// when asked, a tarball in the layout `dkms mktarball` writes and
+    /// `dkms ldtarball` reads (`dkms_source_tree/` holding the sources). The
+    /// folder appears whole or not at all; a lint error leaves nothing behind.
+    public static func package(
+        tree: DriverTree, spec: DKMSPackageSpec, outputRoot: String, tarball: String? = nil,
+        template: String? = nil, generator: String = ""
+    ) async throws -> Output {
+        try spec.validate()
+        let conf = try renderConf(spec, template: template, generator: generator)
+        let final = "\(outputRoot)/\(spec.name)-\(spec.version)"
+        let findings = DKMSLinter.lint(DKMSConf.parse(conf, path: "\(final)/dkms.conf"))
+        if findings.contains(where: { $0.severity == .error }) {
+            throw UserError(.failed, "the rendered dkms.conf fails its lint, so nothing was written:\n" + findings.map(\.description).joined(separator: "\n"))
+        }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: outputRoot, withIntermediateDirectories: true)
+        let staging = "\(outputRoot)/.\(spec.name)-\(spec.version).tmp-\(getpid())"
+        try? fm.removeItem(atPath: staging)
+        defer { try? fm.removeItem(atPath: staging) }
+        try copySources(from: tree.path, to: staging)
+        try AtomicFile.write(conf, to: "\(staging)/dkms.conf")
+
+        var tarballPath: String?
+        if let tarball {
+            tarballPath = try await writeTarball(sourceDirectory: staging, to: tarball)
+        }
+        if fm.fileExists(atPath: final) {
+            let old = "\(outputRoot)/.\(spec.name)-\(spec.version).old-\(getpid())"
+            try fm.moveItem(atPath: final, toPath: old)
+            try fm.moveItem(atPath: staging, toPath: final)
+            try? fm.removeItem(atPath: old)
+        } else {
+            try fm.moveItem(atPath: staging, toPath: final)
+        }
+        return Output(directory: final, confPath: "\(final)/dkms.conf", tarball: tarballPath, findings: findings)
+    }
+
+    /// Copies the tree without build products, nvbuild's folders or a shipped dkms.conf.
+    static func copySources(from source: String, to destination: String) throws {
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: destination, withIntermediateDirectories: true)
+        try copyDirectory(source, destination, atTop: true)
+    }
+
+    private static func copyDirectory(_ source: String, _ destination: String, atTop: Bool) throws {
+        let fm = FileManager.default
+        for name in try fm.contentsOfDirectory(atPath: source) {
+            let from = "\(source)/\(name)", to = "\(destination)/\(name)"
+            var st = stat()
+            guard lstat(from, &st) == 0 else { continue }
+            let type = st.st_mode & S_IFMT
+            if type == S_IFDIR {
+                if [".nvbuild", ".git", ".tmp_versions"].contains(name) || (atTop && name == "conftest") { continue }
+                try fm.createDirectory(atPath: to, withIntermediateDirectories: false)
+                try copyDirectory(from, to, atTop: false)
+            } else if type == S_IFLNK {
+                try fm.createSymbolicLink(atPath: to, withDestinationPath: try fm.destinationOfSymbolicLink(atPath: from))
+            } else if type == S_IFREG {
+                if atTop && name == "dkms.conf" { continue }
+                if name.hasPrefix(".") && name.hasSuffix(".cmd") { continue }
+                if [".o", ".ko", ".mod", ".mod.c", ".mod.o", ".order", ".symvers"].contains(where: { name.hasSuffix($0) }) { continue }
+                try fm.copyItem(atPath: from, toPath: to)
+            }
+        }
+    }
+
+    /// `tar` writes the archive to a temporary name that is renamed into place.
+    static func writeTarball(sourceDirectory: String, to path: String) async throws -> String {
+        let target = URL(fileURLWithPath: path).standardizedFileURL.path
+        let directory = URL(fileURLWithPath: target).deletingLastPathComponent().path
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let stage = "\(directory)/.dkms-tarball-\(getpid())"
+        try? fm.removeItem(atPath: stage)
+        defer { try? fm.removeItem(atPath: stage) }
+        try fm.createDirectory(atPath: stage, withIntermediateDirectories: true)
+        try copySources(from: sourceDirectory, to: "\(stage)/dkms_source_tree")
+        // mktarball also writes dkms_main_tree/ (prebuilt modules); ldtarball accepts it empty.
+        try fm.createDirectory(atPath: "\(stage)/dkms_main_tree", withIntermediateDirectories: true)
+        try fm.copyItem(atPath: "\(sourceDirectory)/dkms.conf", toPath: "\(stage)/dkms_source_tree/dkms.conf")
+        let temporary = "\(directory)/.\(URL(fileURLWithPath: target).lastPathComponent).tmp-\(getpid())"
+        let compression = target.hasSuffix(".xz") ? "-J" : target.hasSuffix(".zst") ? "--zstd" : target.hasSuffix(".bz2") ? "-j" : "-z"
+        let out = try await ProcessRunner().run(
+            ["tar", compression, "--owner=0", "--group=0", "--numeric-owner", "-cf", temporary, "-C", stage, "dkms_main_tree", "dkms_source_tree"])
+        guard out.succeeded else {
+            unlink(temporary)
+            throw UserError(.environment, "tar could not write \(target): \(out.standardError.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        guard rename(temporary, target) == 0 else {
+            unlink(temporary)
+            throw UserError(.environment, "\(target): cannot move the tarball into place: \(String(cString: strerror(errno)))")
+        }
+        return target
+    }
+}

@@ -1,1 +1,0 @@
-// Kbuild: see DESIGN.md for what this target owns.

@@ -1,0 +1,258 @@
+import Foundation
+import KernelTree
+import NVBuildSupport
+
+/// What to build, for which kernel, and where.
+public struct BuildRequest: Sendable {
+    public var tree: DriverTree
+    public var kernel: KernelTarget
+    /// A name for this kernel's build folder and table row; the release unless two targets share one.
+    public var label: String
+    /// Folder that gets `<label>/tree` (the copy make builds in) and `<label>/build.log`.
+    public var buildRoot: String
+    public var jobs: Int
+    public var modules: [String]?
+    public var compiler: String?
+    public var verbose: Bool
+
+    public init(
+        tree: DriverTree, kernel: KernelTarget, label: String? = nil, buildRoot: String, jobs: Int,
+        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false
+    ) {
+        self.tree = tree
+        self.kernel = kernel
+        self.label = label ?? kernel.release
+        self.buildRoot = buildRoot
+        self.jobs = jobs
+        self.modules = modules
+        self.compiler = compiler
+        self.verbose = verbose
+    }
+
+    public var directory: String { "\(buildRoot)/\(label)" }
+    public var buildTree: String { "\(directory)/tree" }
+    public var logPath: String { "\(directory)/build.log" }
+    public var selectedModules: [ModuleSpec] {
+        guard let modules else { return tree.modules }
+        return tree.modules.filter { modules.contains($0.name) }
+    }
+}
+
+public struct ModuleResult: Sendable, Codable, Equatable {
+    public var name: String
+    public var path: String
+    public var built: Bool
+    public var size: Int?
+    public var vermagic: String?
+}
+
+public struct KernelBuildResult: Sendable, Codable {
+    public var label: String
+    public var release: String
+    public var kernelOutputDirectory: String
+    public var succeeded: Bool
+    /// One sentence when the build failed before or outside the compiler.
+    public var reason: String?
+    public var failure: BuildFailure?
+    public var logPath: String?
+    public var command: String?
+    public var modules: [ModuleResult]
+    public var seconds: Double
+
+    public static func failed(label: String, release: String, output: String, reason: String, logPath: String? = nil) -> KernelBuildResult {
+        KernelBuildResult(
+            label: label, release: release, kernelOutputDirectory: output, succeeded: false, reason: reason,
+            failure: nil, logPath: logPath, command: nil, modules: [], seconds: 0)
+    }
+}
+
+/// Progress of one kernel's build, as read from make's output.
+public struct BuildProgress: Sendable {
+    public enum Phase: Sendable { case preparing, compiling, linking, finished }
+    public var label: String
+    public var phase: Phase
+    public var compiledObjects: Int
+    public var lastItem: String?
+}
+
+/// Builds a tree for one kernel through the kernel's own Kbuild.
+public struct KbuildBuilder: Sendable {
+    /// Runs before make for trees that request conftest results (NVIDIA-style):
+    /// the CLI wires this to `nvbuild probe`, which writes `conftest/` into the
+    /// build tree. Without it the tree's own Kbuild runs its conftest inside make.
+    public typealias Prepare = @Sendable (_ kernel: KernelTarget, _ buildTree: String) async throws -> Void
+    /// Given the failing build and the identifiers the compiler quoted, says which
+    /// conftest result led there (the CLI wires this to `probe explain`).
+    public typealias Explain = @Sendable (_ kernel: KernelTarget, _ buildTree: String, _ failure: BuildFailure) async -> String?
+
+    public var prepare: Prepare?
+    public var explain: Explain?
+    public var progress: (@Sendable (BuildProgress) -> Void)?
+
+    public init(prepare: Prepare? = nil, explain: Explain? = nil, progress: (@Sendable (BuildProgress) -> Void)? = nil) {
+        self.prepare = prepare
+        self.explain = explain
+        self.progress = progress
+    }
+
+    public func build(_ request: BuildRequest) async -> KernelBuildResult {
+        let started = Date()
+        let kernel = request.kernel
+        func fail(_ reason: String, log: String? = nil) -> KernelBuildResult {
+            var r = KernelBuildResult.failed(label: request.label, release: kernel.release, output: kernel.outputDirectory, reason: reason, logPath: log)
+            r.seconds = Date().timeIntervalSince(started)
+            return r
+        }
+        if let missing = Self.missingKernelFile(kernel) {
+            return fail("kernel tree \(kernel.outputDirectory) is incomplete: \(missing) is missing; reinstall its headers (apt-get install --reinstall linux-headers-\(kernel.release)) or point --kernel-output at a complete tree")
+        }
+        progress?(BuildProgress(label: request.label, phase: .preparing, compiledObjects: 0, lastItem: nil))
+        do {
+            try FileManager.default.createDirectory(atPath: request.directory, withIntermediateDirectories: true)
+            try TreeMirror.sync(from: request.tree.path, to: request.buildTree)
+            for module in request.selectedModules {
+                unlink("\(request.buildTree)/\(module.relativeObjectPath)")
+            }
+        } catch {
+            return fail("cannot prepare the build folder \(request.buildTree): \(error)")
+        }
+        if request.tree.requestsConftest, let prepare {
+            do {
+                try await prepare(kernel, request.buildTree)
+            } catch let error as UserError {
+                return fail("probe failed: \(error.message)")
+            } catch {
+                return fail("probe failed: \(error)")
+            }
+        }
+        let invocation = KbuildInvocation.modules(
+            tree: request.tree, buildDirectory: request.buildTree, kernel: kernel,
+            modules: request.tree.style == .nvidia ? request.modules : nil,
+            jobs: request.jobs, compiler: request.compiler, verbose: request.verbose)
+        let status: Int32
+        do {
+            status = try await runLogged(invocation, logPath: request.logPath, label: request.label)
+        } catch {
+            return fail("could not run make: \(error)", log: request.logPath)
+        }
+        var modules: [ModuleResult] = []
+        for spec in request.selectedModules {
+            let path = "\(request.buildTree)/\(spec.relativeObjectPath)"
+            let exists = FileManager.default.fileExists(atPath: path)
+            modules.append(
+                ModuleResult(
+                    name: spec.name, path: path, built: exists && status == 0,
+                    size: exists ? ModuleFacts.size(path: path) : nil,
+                    vermagic: exists ? ModuleFacts.vermagic(path: path) : nil))
+        }
+        progress?(BuildProgress(label: request.label, phase: .finished, compiledObjects: 0, lastItem: nil))
+        var result = KernelBuildResult(
+            label: request.label, release: kernel.release, kernelOutputDirectory: kernel.outputDirectory,
+            succeeded: status == 0 && modules.allSatisfy(\.built), reason: nil, failure: nil,
+            logPath: request.logPath, command: invocation.commandLine, modules: modules,
+            seconds: Date().timeIntervalSince(started))
+        if status != 0 {
+            let log = (try? String(contentsOfFile: request.logPath, encoding: .utf8)) ?? ""
+            var failure = BuildLog.firstFailure(in: log, buildDirectory: request.buildTree, sourceDirectory: request.tree.path)
+            if var f = failure, !f.identifiers.isEmpty, let explain {
+                f.explanation = await explain(kernel, request.buildTree, f)
+                failure = f
+            }
+            result.failure = failure
+            result.reason = "make exited with status \(status)"
+            if let file = failure?.file, failure?.includedFrom == nil, !file.hasPrefix(request.tree.path + "/") {
+                result.reason! += "; the first error is in a file outside the driver tree (\(file)), so the kernel tree \(kernel.outputDirectory) looks broken or incomplete"
+            }
+        } else if !result.succeeded {
+            let missing = modules.filter { !$0.built }.map(\.name)
+            result.reason = "make succeeded but did not produce \(missing.map { "\($0).ko" }.joined(separator: ", "))"
+        }
+        return result
+    }
+
+    /// Files Kbuild cannot do without; checked first so a broken tree gets one clear sentence.
+    static func missingKernelFile(_ kernel: KernelTarget) -> String? {
+        let out = kernel.outputDirectory
+        for file in ["Makefile", ".config", "include/generated/autoconf.h", "include/config/auto.conf", "scripts/mod/modpost"]
+        where !FileManager.default.fileExists(atPath: "\(out)/\(file)") {
+            return file
+        }
+        if !kernel.facts.modversions { return nil }
+        if !FileManager.default.fileExists(atPath: "\(out)/Module.symvers") { return "Module.symvers" }
+        return nil
+    }
+
+    /// Runs make with stdout and stderr going to the log file, reporting progress
+    /// by reading the log as it grows.
+    private func runLogged(_ invocation: KbuildInvocation, logPath: String, label: String) async throws -> Int32 {
+        guard FileManager.default.createFile(atPath: logPath, contents: Data("# \(invocation.commandLine)\n".utf8)) else {
+            throw UserError(.environment, "\(logPath): cannot create the build log")
+        }
+        guard let log = FileHandle(forWritingAtPath: logPath) else {
+            throw UserError(.environment, "\(logPath): cannot write the build log")
+        }
+        log.seekToEndOfFile()
+        defer { try? log.close() }
+        guard let make = ProcessRunner.lookup(invocation.arguments[0]) else {
+            throw UserError(.environment, "make: not found in PATH; install it (apt-get install make)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: make)
+        process.arguments = Array(invocation.arguments.dropFirst())
+        process.currentDirectoryURL = URL(fileURLWithPath: invocation.workingDirectory)
+        process.standardOutput = log
+        process.standardError = log
+        process.standardInput = FileHandle.nullDevice
+        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { p in continuation.resume(returning: p.terminationStatus) }
+            do {
+                try process.run()
+            } catch {
+                process.terminationHandler = nil
+                continuation.resume(throwing: error)
+            }
+            if let progress = self.progress {
+                Self.watch(logPath: logPath, label: label, process: process, progress: progress)
+            }
+        }
+        return status
+    }
+
+    private static func watch(logPath: String, label: String, process: Process, progress: @escaping @Sendable (BuildProgress) -> Void) {
+        let box = ProcessBox(process)
+        Thread.detachNewThread {
+            guard let reader = FileHandle(forReadingAtPath: logPath) else { return }
+            var compiled = 0
+            var pending = ""
+            while box.process.isRunning {
+                Thread.sleep(forTimeInterval: 0.25)
+                let data = reader.readDataToEndOfFile()
+                guard !data.isEmpty else { continue }
+                pending += String(decoding: data, as: UTF8.self)
+                var lines = pending.split(separator: "\n", omittingEmptySubsequences: false)
+                pending = String(lines.removeLast())
+                var last: String?
+                var phase = BuildProgress.Phase.compiling
+                for line in lines {
+                    let t = line.trimmingCharacters(in: .whitespaces)
+                    if t.hasPrefix("CC [M]") || t.hasPrefix("CC ") {
+                        compiled += 1
+                        last = String(t.split(separator: " ").last ?? "")
+                    } else if t.hasPrefix("LD [M]") || t.hasPrefix("MODPOST") {
+                        phase = .linking
+                        last = String(t.split(separator: " ").last ?? "")
+                    }
+                }
+                if let last {
+                    progress(BuildProgress(label: label, phase: phase, compiledObjects: compiled, lastItem: URL(fileURLWithPath: last).lastPathComponent))
+                }
+            }
+            try? reader.close()
+        }
+    }
+}
+
+private final class ProcessBox: @unchecked Sendable {
+    let process: Process
+    init(_ process: Process) { self.process = process }
+}

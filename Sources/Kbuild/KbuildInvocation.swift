@@ -1,0 +1,60 @@
+import Foundation
+import KernelTree
+
+/// The `make` command line that builds a driver tree's modules for one kernel,
+/// computed as data so it can be checked before anything runs.
+public struct KbuildInvocation: Sendable, Equatable, Codable {
+    public var arguments: [String]
+    public var workingDirectory: String
+
+    /// Builds the argv the tree's own Makefile would hand to the kernel's Kbuild.
+    ///
+    /// - `buildDirectory`: the copy of the tree that `M=` points at.
+    /// - `compiler`: `CC` for Kbuild; may be several words (`ccache gcc`,
+    ///   `distcc x86_64-linux-gnu-gcc-12`). `nil` uses the kernel's own compiler
+    ///   (first word of CONFIG_CC_VERSION_TEXT) when it is installed.
+    public static func modules(
+        tree: DriverTree,
+        buildDirectory: String,
+        kernel: KernelTarget,
+        modules: [String]? = nil,
+        jobs: Int,
+        compiler: String? = nil,
+        verbose: Bool = false
+    ) -> KbuildInvocation {
+        let cc = compiler ?? (kernel.compilerInstalled ? kernel.compiler : nil)
+        var args = ["make", "-j\(max(1, jobs))"]
+        switch tree.style {
+        case .nvidia:
+            // Mirrors kernel-open/Makefile: Kbuild is entered through the source
+            // tree, the output tree passed as KBUILD_OUTPUT when they differ.
+            args += ["LD=ld", "CC=\(cc ?? "cc")", "OBJDUMP=objdump"]
+            if kernel.splitTree { args.append("KBUILD_OUTPUT=\(kernel.outputDirectory)") }
+            if verbose { args.append("V=1") }
+            args += [
+                "-C", kernel.sourceDirectory,
+                "M=\(buildDirectory)",
+                "ARCH=\(kernel.arch)",
+                "NV_KERNEL_SOURCES=\(kernel.sourceDirectory)",
+                "NV_KERNEL_OUTPUT=\(kernel.outputDirectory)",
+                "NV_KERNEL_MODULES=\((modules ?? tree.moduleNames).joined(separator: " "))",
+                "INSTALL_MOD_DIR=kernel/drivers/video",
+                "NV_SPECTRE_V2=0",
+            ]
+        case .plain:
+            // The usual out-of-tree Makefile: `make -C <build tree> M=$(PWD)`.
+            if let cc { args.append("CC=\(cc)") }
+            if verbose { args.append("V=1") }
+            args += ["-C", kernel.outputDirectory, "M=\(buildDirectory)"]
+        }
+        args.append("modules")
+        return KbuildInvocation(arguments: args, workingDirectory: buildDirectory)
+    }
+
+    /// The command as a shell would show it, for logs and --verbose.
+    public var commandLine: String {
+        arguments.map { arg in
+            arg.allSatisfy({ $0.isLetter || $0.isNumber || "-_=./+:,@".contains($0) }) ? arg : "'" + arg.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }.joined(separator: " ")
+    }
+}

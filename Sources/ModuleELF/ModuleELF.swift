@@ -1,1 +1,0 @@
-// ModuleELF: see DESIGN.md for what this target owns.

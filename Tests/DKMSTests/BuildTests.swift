@@ -1,0 +1,73 @@
+import Foundation
+import Kbuild
+import KernelTree
+import NVBuildSupport
+import Testing
+
+@Suite("nvbuild build through Kbuild")
+struct BuildTests {
+    /// vermagic of a module Debian shipped for this kernel, read by the real modinfo.
+    private func shippedVermagic(_ release: String) async throws -> String {
+        let dir = "/lib/modules/\(release)/kernel/fs"
+        let enumerator = FileManager.default.enumerator(atPath: dir)
+        var module: String?
+        while let entry = enumerator?.nextObject() as? String {
+            if entry.hasSuffix(".ko") || entry.hasSuffix(".ko.xz") {
+                module = "\(dir)/\(entry)"
+                break
+            }
+        }
+        let path = try #require(module)
+        return try await Fixtures.run(["modinfo", "-F", "vermagic", path]).standardOutput.trimmingCharacters(in: .newlines)
+    }
+
+    @Test(arguments: Fixtures.kernels)
+    func plainTreeBuildsWithTheKernelsVermagic(release: String) async throws {
+        let root = try Fixtures.temporaryDirectory("build")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let kernel = try KernelDiscovery().kernel(release: release)
+        let tree = try DriverTree.load(path: Fixtures.plainModule)
+        let result = await KbuildBuilder().build(BuildRequest(tree: tree, kernel: kernel, buildRoot: root, jobs: 2))
+        #expect(result.succeeded, "\(result.reason ?? "") \(result.failure?.errorLines ?? [])")
+        let module = try #require(result.modules.first)
+        #expect(module.name == "nvbuild_plain" && module.built)
+        #expect(module.path == "\(root)/\(release)/tree/nvbuild_plain.ko")
+        #expect(module.size == (try FileManager.default.attributesOfItem(atPath: module.path)[.size] as? NSNumber)?.intValue)
+        let built = try await Fixtures.run(["modinfo", "-F", "vermagic", module.path]).standardOutput.trimmingCharacters(in: .newlines)
+        #expect(module.vermagic == built)
+        #expect(built == (try await shippedVermagic(release)))
+        // The log is where --help says, and the source tree stayed clean.
+        #expect(FileManager.default.fileExists(atPath: "\(root)/\(release)/build.log"))
+        #expect(!FileManager.default.fileExists(atPath: "\(Fixtures.plainModule)/nvbuild_plain.o"))
+    }
+
+    @Test func compileErrorNamesFileLineAndIdentifier() async throws {
+        let root = try Fixtures.temporaryDirectory("build-broken")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let kernel = try KernelDiscovery().kernel(release: Fixtures.kernels[0])
+        let tree = try DriverTree.load(path: Fixtures.brokenModule)
+        let builder = KbuildBuilder(explain: { _, _, failure in "asked about \(failure.identifiers.joined(separator: ","))" })
+        let result = await builder.build(BuildRequest(tree: tree, kernel: kernel, buildRoot: root, jobs: 1))
+        #expect(!result.succeeded)
+        let failure = try #require(result.failure)
+        #expect(failure.file == "\(Fixtures.brokenModule)/nvbuild_broken.c")
+        #expect(failure.line == 7)
+        #expect(failure.errorLines.first?.contains("nvbuild_missing_helper") == true)
+        #expect(failure.identifiers.contains("nvbuild_missing_helper"))
+        #expect(failure.explanation == "asked about \(failure.identifiers.joined(separator: ","))")
+        #expect(result.modules.allSatisfy { !$0.built })
+    }
+
+    @Test func brokenKernelTreeFailsWithAReason() async throws {
+        let root = try Fixtures.temporaryDirectory("build-badkernel")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let copy = "\(root)/headers"
+        try await Fixtures.run(["cp", "-a", "/lib/modules/\(Fixtures.kernels[0])/build/", copy])
+        try FileManager.default.removeItem(atPath: "\(copy)/include/generated/autoconf.h")
+        let kernel = try KernelDiscovery().kernel(sourceDirectory: copy, outputDirectory: copy)
+        let tree = try DriverTree.load(path: Fixtures.plainModule)
+        let result = await KbuildBuilder().build(BuildRequest(tree: tree, kernel: kernel, buildRoot: "\(root)/out", jobs: 1))
+        #expect(!result.succeeded)
+        #expect(result.reason?.contains("include/generated/autoconf.h is missing") == true)
+    }
+}

@@ -1,0 +1,78 @@
+import DKMS
+import Foundation
+import Kbuild
+import Testing
+
+@Suite("dkms package")
+struct PackageTests {
+    @Test func bundledTemplateMatchesTemplatesFolder() throws {
+        let onDisk = try String(contentsOfFile: "\(Fixtures.repository)/Templates/dkms.conf.mustache", encoding: .utf8)
+        let spec = DKMSPackageSpec(name: "x", version: "1", tree: try DriverTree.load(path: Fixtures.plainModule), jobs: 1)
+        // Rendering both proves the built-in copy is the file in Templates/ (regenerate Sources/DKMS/BundledTemplates.swift when this fails).
+        #expect(try DKMSPackager.renderConf(spec) == DKMSPackager.renderConf(spec, template: onDisk))
+    }
+
+    @Test func plainTreeConf() throws {
+        let tree = try DriverTree.load(path: Fixtures.plainModule)
+        let text = try DKMSPackager.renderConf(DKMSPackageSpec(name: "hello", version: "1.0", tree: tree, jobs: 3))
+        let conf = DKMSConf.parse(text)
+        #expect(conf.value("PACKAGE_NAME") == "hello")
+        #expect(conf.value("PACKAGE_VERSION") == "1.0")
+        #expect(conf.array("BUILT_MODULE_NAME") == [0: "nvbuild_plain"])
+        #expect(conf.array("DEST_MODULE_LOCATION") == [0: "/updates/dkms"])
+        #expect(conf.value("MAKE")?.hasPrefix("'make' -j3 -C ${kernel_source_dir} M=") == true)
+        #expect(conf.value("AUTOINSTALL") == "yes")
+        #expect(conf.value("BUILD_EXCLUSIVE_CONFIG") == nil)
+        #expect(DKMSLinter.lint(conf).isEmpty)
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: PackageTests.upstream)))
+    func nvidiaTreeConfNamesAllFiveModules() throws {
+        let tree = try DriverTree.load(path: Self.upstream)
+        #expect(tree.style == .nvidia)
+        #expect(tree.moduleNames == ["nvidia", "nvidia-uvm", "nvidia-modeset", "nvidia-drm", "nvidia-peermem"])
+        #expect(tree.requestsConftest && tree.rejectsPreemptRT)
+        let conf = DKMSConf.parse(try DKMSPackager.renderConf(DKMSPackageSpec(name: "nvidia", version: "595.45.04", tree: tree, jobs: 4)))
+        #expect(conf.array("BUILT_MODULE_NAME").values.sorted() == tree.moduleNames.sorted())
+        #expect(conf.value("BUILD_EXCLUSIVE_CONFIG") == "!CONFIG_PREEMPT_RT")
+        #expect(conf.value("MAKE")?.contains("'make' -j4 KERNEL_UNAME=${kernelver} modules") == true)
+        #expect(conf.value("MAKE")?.contains("nvbuild probe") == true)
+        #expect(DKMSLinter.lint(conf).isEmpty)
+    }
+    static let upstream = "/work/upstream/595.45.04/kernel-open"
+
+    @Test func badNameIsRefusedAndNothingIsWritten() async throws {
+        let out = try Fixtures.temporaryDirectory("pkg-bad")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let tree = try DriverTree.load(path: Fixtures.plainModule)
+        await #expect(throws: (any Error).self) {
+            _ = try await DKMSPackager.package(tree: tree, spec: DKMSPackageSpec(name: "a b$(x)", version: "1", tree: tree, jobs: 1), outputRoot: out)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).isEmpty)
+    }
+
+    @Test func templateThatRendersAHostileConfIsRefused() async throws {
+        let out = try Fixtures.temporaryDirectory("pkg-hostile")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let tree = try DriverTree.load(path: Fixtures.plainModule)
+        let template = "PACKAGE_NAME=\"{{name}}\"\nPACKAGE_VERSION=\"$(date +%s)\"\nBUILT_MODULE_NAME[0]=\"m\"\nDEST_MODULE_LOCATION[0]=\"/updates/dkms\"\n"
+        await #expect(throws: (any Error).self) {
+            _ = try await DKMSPackager.package(tree: tree, spec: DKMSPackageSpec(name: "p", version: "1", tree: tree, jobs: 1), outputRoot: out, template: template)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).isEmpty)
+    }
+
+    @Test func packagedTreeAndTarballLayout() async throws {
+        let out = try Fixtures.temporaryDirectory("pkg-layout")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let tree = try DriverTree.load(path: Fixtures.plainModule)
+        let result = try await DKMSPackager.package(
+            tree: tree, spec: DKMSPackageSpec(name: "hello", version: "2.0", tree: tree, jobs: 2), outputRoot: out,
+            tarball: "\(out)/hello-2.0.dkms.tar.gz")
+        #expect(result.directory == "\(out)/hello-2.0")
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: result.directory)) == ["Kbuild", "Makefile", "nvbuild_plain.c", "dkms.conf"])
+        let listing = try await Fixtures.run(["tar", "-tzf", "\(out)/hello-2.0.dkms.tar.gz"])
+        let entries = Set(listing.standardOutput.split(separator: "\n").map(String.init))
+        #expect(entries.isSuperset(of: ["dkms_main_tree/", "dkms_source_tree/dkms.conf", "dkms_source_tree/nvbuild_plain.c", "dkms_source_tree/Kbuild"]))
+    }
+}

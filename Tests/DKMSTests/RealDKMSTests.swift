@@ -1,0 +1,91 @@
+import DKMS
+import Foundation
+import Kbuild
+import NVBuildSupport
+import Testing
+
+/// Debian's real dkms on a generated package. Needs root (dkms writes /usr/src,
+/// /var/lib/dkms and /lib/modules); every run uses its own package name and
+/// removes what it added.
+@Suite("real dkms", .serialized, .enabled(if: Fixtures.isRoot && Fixtures.hasDKMS))
+struct RealDKMSTests {
+    static func uniqueName(_ label: String) -> String {
+        "nvbuild-\(label)-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+    }
+
+    private func cleanUp(_ name: String, _ version: String) async {
+        _ = try? await Fixtures.run(["dkms", "remove", "\(name)/\(version)", "--all"])
+        try? FileManager.default.removeItem(atPath: "/usr/src/\(name)-\(version)")
+    }
+
+    @Test func addBuildInstallForBothKernels() async throws {
+        let name = Self.uniqueName("plain"), version = "1.0"
+        let out = try Fixtures.temporaryDirectory("dkms-real")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let tree = try DriverTree.load(path: Fixtures.plainModule)
+        let package = try await DKMSPackager.package(
+            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree, jobs: 2), outputRoot: out)
+        await cleanUp(name, version)
+        do {
+            let add = try await Fixtures.run(["dkms", "add", package.directory])
+            #expect(add.succeeded, "\(add.standardOutput)\(add.standardError)")
+            for kernel in Fixtures.kernels {
+                let build = try await Fixtures.run(["dkms", "build", "\(name)/\(version)", "-k", kernel])
+                #expect(build.succeeded, "dkms build -k \(kernel): \(build.standardOutput)\(build.standardError)")
+                let install = try await Fixtures.run(["dkms", "install", "\(name)/\(version)", "-k", kernel])
+                #expect(install.succeeded, "dkms install -k \(kernel): \(install.standardOutput)\(install.standardError)")
+            }
+            let status = try await Fixtures.run(["dkms", "status", name])
+            for kernel in Fixtures.kernels {
+                #expect(status.standardOutput.contains("\(name)/\(version), \(kernel), x86_64: installed"), "\(status.standardOutput)")
+                // The installed module is the one built for that kernel.
+                let installed = ["", ".xz", ".zst", ".gz"].map { "/lib/modules/\(kernel)/updates/dkms/nvbuild_plain.ko\($0)" }
+                    .first { FileManager.default.fileExists(atPath: $0) }
+                #expect(installed != nil)
+                if let installed {
+                    let vermagic = try await Fixtures.run(["modinfo", "-F", "vermagic", installed])
+                    #expect(vermagic.standardOutput.hasPrefix("\(kernel) "))
+                }
+            }
+        } catch {
+            await cleanUp(name, version)
+            throw error
+        }
+        await cleanUp(name, version)
+        let after = try await Fixtures.run(["dkms", "status", name])
+        #expect(!after.standardOutput.contains(name))
+    }
+
+    @Test func ldtarballAcceptsTheTarball() async throws {
+        let name = Self.uniqueName("tarball"), version = "2.0"
+        let out = try Fixtures.temporaryDirectory("dkms-tarball")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let tree = try DriverTree.load(path: Fixtures.plainModule)
+        let tarball = "\(out)/\(name)-\(version).dkms.tar.gz"
+        _ = try await DKMSPackager.package(
+            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree, jobs: 2), outputRoot: out, tarball: tarball)
+        await cleanUp(name, version)
+        let load = try await Fixtures.run(["dkms", "ldtarball", tarball])
+        let status = try await Fixtures.run(["dkms", "status", name])
+        await cleanUp(name, version)
+        #expect(load.succeeded, "\(load.standardOutput)\(load.standardError)")
+        #expect(status.standardOutput.contains("\(name)/\(version): added"), "\(status.standardOutput)")
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: PackageTests.upstream)))
+    func addAcceptsThePackagedNVIDIATree() async throws {
+        let name = Self.uniqueName("nvidia"), version = "595.45.04"
+        let out = try Fixtures.temporaryDirectory("dkms-nvidia")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let tree = try DriverTree.load(path: PackageTests.upstream)
+        let package = try await DKMSPackager.package(
+            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree, jobs: 2), outputRoot: out)
+        #expect(try DKMSLinter.lint(path: package.confPath).isEmpty)
+        await cleanUp(name, version)
+        let add = try await Fixtures.run(["dkms", "add", package.directory])
+        let status = try await Fixtures.run(["dkms", "status", name])
+        await cleanUp(name, version)
+        #expect(add.succeeded, "\(add.standardOutput)\(add.standardError)")
+        #expect(status.standardOutput.contains("\(name)/\(version): added"))
+    }
+}
