@@ -207,10 +207,3 @@ struct BuildCommand: AsyncParsableCommand {
     }
 }
 
-/// Seams the conftest probe plugs into (kept here so the build code does not depend on it).
-enum BuildHooks {
-    /// Runs the probe for trees that request conftest results; nil leaves it to the tree's own Kbuild.
-    static func prepare(for tree: DriverTree) -> KbuildBuilder.Prepare? { nil }
-    /// Asks `probe explain` which conftest result governs the identifiers a compile error quotes.
-    static func explain(for tree: DriverTree) -> KbuildBuilder.Explain? { nil }
-}
