@@ -62,6 +62,8 @@ public struct ProbeOptions: Sendable {
     /// Only these tests (explain); nil runs everything the tree requests.
     public var onlyTests: Set<String>?
     public var cache: ResultCache?
+    /// Share translation units between compile probes with identical includes (exact; see GroupedCompiler).
+    public var grouping: Bool = true
 
     public init(tree: DriverTree, kernel: KernelTarget, catalog: Catalog, jobs: Int, environment: [String: String],
                 compilerOverride: String? = nil, strict: Bool = false, onlyTests: Set<String>? = nil, cache: ResultCache? = nil) {
@@ -109,6 +111,8 @@ public enum Prober {
         // Sanity checks first: a failing one stops the probe with its reason.
         progress(.sanity, 0, SanityCheck.allCases.count)
         let cache = options.cache
+        cache?.abstract([(kernel.sourceDirectory, "{kernel-source}"), (kernel.outputDirectory, "{kernel-output}"),
+                         (options.tree.path, "{tree}")])
         let identity = try await ResultCache.compilerIdentity(compiler)
         let checker = SanityChecker(kernel: kernel, compiler: compiler, environment: env, scratch: scratch,
                                     cache: cache, compilerIdentity: identity)
@@ -165,34 +169,55 @@ public enum Prober {
         }
 
         // Compile jobs: one per probe of each definition.
-        struct Job: Sendable { var test: String; var probe: String; var source: String; var files: [TestDefinition.AuxiliaryFile] }
-        var jobsList: [Job] = []
+        var units: [CompileUnit] = []
         for (name, def) in planned {
-            for (probe, body) in ProbeSource.probes(of: def) {
-                jobsList.append(Job(test: name, probe: probe, source: preamble + body + "\n", files: def.files))
+            for part in ProbeSource.units(of: def) {
+                units.append(CompileUnit(test: name, probe: part.name, includes: part.includes, body: part.body,
+                                         files: def.files, groupToken: options.grouping ? part.token : nil))
             }
         }
-        let total = jobsList.count
+        let total = units.count
         let counter = Counter()
         progress(.tests, 0, total)
         let cacheContext = ResultCache.Context(compiler: compiler, compilerIdentity: identity, flags: flags)
-        let outcomes: [ProbeOutcome] = try await concurrentMap(jobsList, limit: jobs) { job in
-            let id = "\(job.test).\(job.probe)"
-            if let cache, let hit = cache.lookup(context: cacheContext, source: job.source, files: job.files) {
+        var outcomes = [ProbeOutcome?](repeating: nil, count: units.count)
+        var uncached: [Int] = []
+        for (i, u) in units.enumerated() {
+            if let cache, let hit = cache.lookup(context: cacheContext, source: u.source(preamble: preamble), files: u.files) {
+                outcomes[i] = ProbeOutcome(probe: u.probe, compiled: hit.compiled, diagnostics: hit.diagnostics,
+                                           command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"), cached: true)
                 progress(.tests, counter.increment(), total)
-                return ProbeOutcome(probe: job.probe, compiled: hit.compiled, diagnostics: hit.diagnostics, command: runner.compileCommand(directory: "\(scratch)/\(id)"), cached: true)
+            } else {
+                uncached.append(i)
             }
-            let result = try await runner.compile(id: id, source: job.source, files: job.files)
-            // A compile stopped by a missing header writes no dependency list; such
-            // outcomes are cheap to recompute and are not cached.
-            if let cache, result.compiled || !result.dependencies.isEmpty {
-                cache.store(context: cacheContext, source: job.source, files: job.files, compiled: result.compiled, diagnostics: result.diagnostics, dependencies: result.dependencies)
+        }
+        let compilerGroups = GroupedCompiler(runner: runner, preamble: preamble)
+        let pendingUnits = uncached.map { units[$0] }
+        let batches = compilerGroups.plan(pendingUnits)
+        let batchResults = try await concurrentMap(Array(batches.enumerated()), limit: jobs) { item in
+            let (n, batch) = item
+            let results = try await compilerGroups.compile(batch, units: pendingUnits, id: "batch\(n)")
+            for _ in batch { progress(.tests, counter.increment(), total) }
+            return results
+        }
+        for results in batchResults {
+            for (local, r) in results {
+                let i = uncached[local]
+                let u = units[i]
+                // A compile stopped by a missing header writes no dependency list; such
+                // outcomes are cheap to recompute and are not cached.
+                if let cache, r.compiled || !r.dependencies.isEmpty {
+                    cache.store(context: cacheContext, source: u.source(preamble: preamble), files: u.files,
+                                compiled: r.compiled, diagnostics: r.diagnostics, dependencies: r.dependencies)
+                }
+                outcomes[i] = ProbeOutcome(probe: u.probe, compiled: r.compiled, diagnostics: r.diagnostics,
+                                           command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"))
             }
-            progress(.tests, counter.increment(), total)
-            return ProbeOutcome(probe: job.probe, compiled: result.compiled, diagnostics: result.diagnostics, command: result.command)
         }
         var byTest: [String: [String: ProbeOutcome]] = [:]
-        for (job, outcome) in zip(jobsList, outcomes) { byTest[job.test, default: [:]][job.probe] = outcome }
+        for (u, outcome) in zip(units, outcomes) { byTest[u.test, default: [:]][u.probe] = outcome! }
+        let compiledCount = outcomes.filter { $0?.cached == false }.count
+        let cachedCount = outcomes.filter { $0?.cached == true }.count
 
         let symversPaths = [kernel.moduleSymversPath] + ["/usr/src/nvidia/nvidia-public/Module.symvers"].filter { FileManager.default.fileExists(atPath: $0) }
         let symvers = symversPaths.flatMap { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
@@ -250,8 +275,8 @@ public enum Prober {
             kernel: kernel, treePath: options.tree.path, driverVersion: options.tree.driverVersion,
             compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, utsRelease: uts,
             tests: requested.compactMap { results[$0] }, requests: requests, patchFiles: options.tree.patchFiles,
-            seconds: Date().timeIntervalSince(start), compiles: outcomes.filter { !$0.cached }.count,
-            cachedCompiles: outcomes.filter(\.cached).count
+            seconds: Date().timeIntervalSince(start), compiles: compiledCount,
+            cachedCompiles: cachedCount
         )
     }
 

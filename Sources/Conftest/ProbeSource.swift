@@ -48,6 +48,24 @@ public enum ProbeSource {
         }
     }
 
+    /// The probes split into include part and body, with the token that allows grouping.
+    static func units(of definition: TestDefinition) -> [(name: String, includes: String, body: String, token: String?)] {
+        let includes = definition.includes.map(\.text).joined(separator: "\n")
+        let symbol = "nvbuild_conftest_" + definition.name
+        switch definition.check {
+        case .function(let name, let arguments):
+            return [("call", includes, "void \(symbol)(void) {\n    \(name)(\(arguments));\n}", "call:" + name)]
+        case .member(let type, let member):
+            return [("member", includes, "int \(symbol)(void) {\n    return offsetof(\(type), \(member));\n}", "member:\(type).\(member)")]
+        case .compiles, .fails:
+            return [("code", includes, definition.code ?? "", nil)]
+        case .rules:
+            return definition.probes.map { ($0.name, includes, $0.code, nil) }
+        default:
+            return []
+        }
+    }
+
     /// Lines are echoed through the shell in the reference flow (`echo ${LINE}`),
     /// which collapses runs of blanks and drops leading and trailing ones.
     public static func normalize(_ line: String) -> String {

@@ -12,6 +12,11 @@ public final class ResultCache: @unchecked Sendable {
     public let directory: String
     private let lock = NSLock()
     private var fileHashes: [String: String] = [:]
+    /// Real path prefix → placeholder. Keys and recorded dependency paths are stored
+    /// with the kernel and tree locations abstracted, so another ABI of the same kernel
+    /// series, or another copy or release of a driver tree, reuses every result whose
+    /// inputs have the same content (the dependency hashes decide, never the names).
+    private var substitutions: [(path: String, placeholder: String)] = []
 
     public struct Context: Sendable {
         public var compiler: [String]
@@ -41,6 +46,33 @@ public final class ResultCache: @unchecked Sendable {
         }
     }
 
+    /// Sets the locations abstracted in keys; call before the first lookup.
+    public func abstract(_ paths: [(path: String, placeholder: String)]) {
+        lock.lock()
+        substitutions = paths.filter { !$0.path.isEmpty }.sorted { $0.path.count > $1.path.count }
+        lock.unlock()
+    }
+
+    func normalize(_ text: String) -> String {
+        var t = text
+        for s in substitutions { t = t.replacingOccurrences(of: s.path, with: s.placeholder) }
+        return t
+    }
+
+    func expand(_ text: String) -> String {
+        for s in substitutions where text.hasPrefix(s.placeholder) {
+            return s.path + text.dropFirst(s.placeholder.count)
+        }
+        return text
+    }
+
+    /// The driver's version define is read by no kernel header and no catalog test (the
+    /// catalog hygiene test checks the latter); leaving it out of keys lets one driver
+    /// release reuse another's results.
+    static func keyFlags(_ flags: [String]) -> [String] {
+        flags.filter { !$0.hasPrefix("-DNV_VERSION_STRING=") }
+    }
+
     /// `--cache-dir`, else NVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/nvbuild, else ~/.cache/nvbuild.
     public static func defaultDirectory(environment: [String: String]) -> String {
         if let d = environment["NVBUILD_CACHE_DIR"], !d.isEmpty { return d }
@@ -61,11 +93,11 @@ public final class ResultCache: @unchecked Sendable {
         return identity
     }
 
-    static func key(context: Context, source: String, files: [TestDefinition.AuxiliaryFile]) -> String {
+    func key(context: Context, source: String, files: [TestDefinition.AuxiliaryFile]) -> String {
         var hasher = SHA256()
-        hasher.update(data: Data("nvbuild-cache-v1\n".utf8))
+        hasher.update(data: Data("nvbuild-cache-v2\n".utf8))
         hasher.update(data: Data(context.compilerIdentity.utf8))
-        for flag in context.flags { hasher.update(data: Data((flag + "\u{0}").utf8)) }
+        for flag in Self.keyFlags(context.flags) { hasher.update(data: Data((normalize(flag) + "\u{0}").utf8)) }
         hasher.update(data: Data(source.utf8))
         for file in files { hasher.update(data: Data((file.name + "\u{0}" + file.content + "\u{0}").utf8)) }
         return hasher.finalize().hexString
@@ -91,7 +123,7 @@ public final class ResultCache: @unchecked Sendable {
     }
 
     public func lookup(context: Context, source: String, files: [TestDefinition.AuxiliaryFile]) -> (compiled: Bool, diagnostics: String)? {
-        let file = path(for: Self.key(context: context, source: source, files: files))
+        let file = path(for: key(context: context, source: source, files: files))
         guard let data = FileManager.default.contents(atPath: file),
             let envelope = try? JSONDecoder().decode(Envelope.self, from: data),
             let body = try? Self.encode(envelope.entry),
@@ -101,10 +133,10 @@ public final class ResultCache: @unchecked Sendable {
     }
 
     private func validated(_ entry: Entry) -> Entry? {
-        for (dep, hash) in entry.dependencies where hashOfFile(dep) != hash {
+        for (dep, hash) in entry.dependencies where hashOfFile(expand(dep)) != hash {
             return nil
         }
-        for path in entry.absent ?? [] where FileManager.default.fileExists(atPath: path) {
+        for path in entry.absent ?? [] where FileManager.default.fileExists(atPath: expand(path)) {
             return nil
         }
         return entry
@@ -113,7 +145,7 @@ public final class ResultCache: @unchecked Sendable {
     /// A cached result of any other step (header presence, sanity compile), under a
     /// key the caller derives from everything the step reads besides `dependencies`.
     public func lookup(step key: String) -> (ok: Bool, output: String)? {
-        guard let data = FileManager.default.contents(atPath: path(for: Self.stepKey(key))),
+        guard let data = FileManager.default.contents(atPath: path(for: stepKey(key))),
             let envelope = try? JSONDecoder().decode(Envelope.self, from: data),
             let body = try? Self.encode(envelope.entry),
             SHA256.hash(data: body).hexString == envelope.checksum,
@@ -126,30 +158,32 @@ public final class ResultCache: @unchecked Sendable {
         var deps: [String: String] = [:]
         for dep in dependencies {
             guard let h = hashOfFile(dep) else { return }
-            deps[dep] = h
+            deps[normalize(dep)] = h
         }
-        let entry = Entry(compiled: ok, diagnostics: output, dependencies: deps, absent: absent)
+        let entry = Entry(compiled: ok, diagnostics: output, dependencies: deps, absent: absent.map(normalize))
         guard let body = try? Self.encode(entry),
             let data = try? JSONEncoder().encode(Envelope(entry: entry, checksum: SHA256.hash(data: body).hexString))
         else { return }
-        try? AtomicFile.write(data, to: path(for: Self.stepKey(key)))
+        try? AtomicFile.write(data, to: path(for: stepKey(key)))
     }
 
-    static func stepKey(_ key: String) -> String {
-        SHA256.hash(data: Data(("nvbuild-step-v1\n" + key).utf8)).hexString
+    func stepKey(_ key: String) -> String {
+        let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
+        let normalized = Self.keyFlags(parts).map(normalize).joined(separator: "\u{0}")
+        return SHA256.hash(data: Data(("nvbuild-step-v2\n" + normalized).utf8)).hexString
     }
 
     public func store(context: Context, source: String, files: [TestDefinition.AuxiliaryFile], compiled: Bool, diagnostics: String, dependencies: [String]) {
         var deps: [String: String] = [:]
         for dep in dependencies {
             guard let h = hashOfFile(dep) else { return }  // a vanished input: do not cache
-            deps[dep] = h
+            deps[normalize(dep)] = h
         }
         let entry = Entry(compiled: compiled, diagnostics: diagnostics, dependencies: deps, absent: nil)
         guard let body = try? Self.encode(entry),
             let data = try? JSONEncoder().encode(Envelope(entry: entry, checksum: SHA256.hash(data: body).hexString))
         else { return }
-        try? AtomicFile.write(data, to: path(for: Self.key(context: context, source: source, files: files)))
+        try? AtomicFile.write(data, to: path(for: key(context: context, source: source, files: files)))
     }
 
     static func encode(_ entry: Entry) throws -> Data {
