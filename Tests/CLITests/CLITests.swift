@@ -1,0 +1,179 @@
+import Foundation
+import Testing
+
+/// Runs the built `nvbuild` binary as a user would.
+enum CLI {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let fixture = repository + "/Tests/Fixtures/kernel-open"
+
+    static var binary: String {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = dir.appendingPathComponent("nvbuild").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return repository + "/.build/debug/nvbuild"
+    }
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["NO_COLOR"] = "1"
+        for k in ["IGNORE_PREEMPT_RT_PRESENCE", "CC"] { env.removeValue(forKey: k) }
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    static func kernels() throws -> [String] {
+        let out = try run(["kernels", "--json"])
+        let list = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]] ?? []
+        return list.compactMap { $0["release"] as? String }
+    }
+
+    static func standardKernel(_ series: String) throws -> String {
+        try #require(try kernels().filter { $0.hasPrefix(series) && !$0.contains("-rt") && !$0.contains("-cloud") }.first, "run scripts/setup")
+    }
+
+    static func temporaryDirectory() -> String {
+        FileManager.default.temporaryDirectory.path + "/nvbuild-cli-\(UUID().uuidString)"
+    }
+}
+
+@Suite struct CommandLineConventionTests {
+    @Test func versionAndHelp() throws {
+        let version = try CLI.run(["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0.1.0")
+        let help = try CLI.run(["probe", "explain", "--help"])
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("Example: nvbuild probe explain"))
+    }
+
+    @Test func usageErrorsExitTwo() throws {
+        let out = try CLI.run(["probe", "--no-such-option"])
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("--no-such-option"))
+    }
+
+    @Test func completionScript() throws {
+        let out = try CLI.run(["--generate-completion-script", "bash"])
+        #expect(out.status == 0)
+        #expect(out.stdout.contains("nvbuild"))
+        #expect(out.stdout.contains("probe"))
+    }
+
+    @Test func kernelsListsBothDebianSeries() throws {
+        let releases = try CLI.kernels()
+        #expect(releases.contains { $0.hasPrefix("6.1.") })
+        #expect(releases.contains { $0.hasPrefix("6.12.") })
+    }
+}
+
+@Suite struct ProbeCommandTests {
+    @Test func unreadableTreeFailsCleanlyAndWritesNothing() throws {
+        let outDir = CLI.temporaryDirectory()
+        let out = try CLI.run(["probe", "--tree", "/nonexistent/kernel-open", "--output", outDir])
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("/nonexistent/kernel-open"))
+        #expect(out.stderr.split(separator: "\n").count == 1)
+        #expect(!FileManager.default.fileExists(atPath: outDir))
+    }
+
+    @Test func missingHeadersFailCleanly() throws {
+        let outDir = CLI.temporaryDirectory()
+        let out = try CLI.run(["probe", "--tree", CLI.fixture, "--kernel", "6.99.0-1-amd64", "--output", outDir])
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("apt-get install linux-headers-6.99.0-1-amd64"))
+        #expect(!FileManager.default.fileExists(atPath: outDir))
+    }
+
+    @Test func missingCompilerFailsCleanly() throws {
+        let kernel = try CLI.standardKernel("6.12.")
+        let outDir = CLI.temporaryDirectory()
+        let out = try CLI.run(["probe", "--tree", CLI.fixture, "--kernel", kernel, "--cc", "gcc-404", "--output", outDir])
+        #expect(out.status == 2)
+        #expect(out.stderr.contains("gcc-404"))
+        #expect(!FileManager.default.fileExists(atPath: outDir))
+    }
+
+    @Test func preemptRTHeadersFailWithTheReason() throws {
+        guard let rt = try CLI.kernels().first(where: { $0.contains("-rt-") }) else {
+            Issue.record("no -rt headers; run scripts/setup")
+            return
+        }
+        let outDir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: outDir) }
+        let refused = try CLI.run(["probe", "--tree", CLI.fixture, "--kernel", rt, "--output", outDir, "--no-cache"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("PREEMPT_RT"))
+        #expect(!FileManager.default.fileExists(atPath: outDir))
+        let accepted = try CLI.run(["probe", "--tree", CLI.fixture, "--kernel", rt, "--output", outDir, "--no-cache"],
+                                   environment: ["IGNORE_PREEMPT_RT_PRESENCE": "1"])
+        #expect(accepted.status == 0, "\(accepted.stderr)")
+        #expect(FileManager.default.fileExists(atPath: outDir + "/functions.h"))
+    }
+
+    @Test func explainShowsCommandDiagnosticsAndReasoning() throws {
+        let kernel = try CLI.standardKernel("6.1.")
+        let out = try CLI.run(["probe", "explain", "NV_DRM_CLIENT_SETUP_PRESENT", "--tree", CLI.fixture, "--kernel", kernel])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout.contains("drm_client_setup"))
+        #expect(out.stdout.contains("command: "))
+        #expect(out.stdout.contains("why:"))
+    }
+
+    @Test func diffBetweenKernelsNamesChangedMacros() throws {
+        let a = try CLI.standardKernel("6.1.")
+        let b = try CLI.standardKernel("6.12.")
+        let out = try CLI.run(["probe", "diff", "--tree", CLI.fixture, "--kernel", a, "--kernel", b, "--json"])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout.contains("NV_DRM_CLIENT_SETUP_PRESENT"))
+        #expect(out.stdout.contains("NV_FIXTURE_FOP_FLAGS_PRESENT"))
+        #expect(!out.stdout.contains("NV_MM_HAS_MMAP_LOCK"))
+    }
+
+    @Test func listPrintsTheCatalog() throws {
+        let out = try CLI.run(["probe", "list", "--json"])
+        #expect(out.status == 0)
+        let rows = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(rows.count > 200)
+        #expect(rows.allSatisfy { !(($0["note"] as? String) ?? "").isEmpty })
+    }
+
+    /// After nvbuild probe, the tree's own make finds conftest/ complete and builds the modules.
+    @Test func treeBuildsWithProbeOutput() throws {
+        let kernel = try CLI.standardKernel("6.12.")
+        let copy = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: copy) }
+        try FileManager.default.copyItem(atPath: CLI.fixture, toPath: copy)
+        let probe = try CLI.run(["probe", "--quiet", "--tree", copy, "--kernel", kernel])
+        #expect(probe.status == 0, "\(probe.stderr)")
+        let make = Process()
+        make.executableURL = URL(fileURLWithPath: "/usr/bin/make")
+        make.arguments = ["-C", "/lib/modules/\(kernel)/build", "M=\(copy)", "CC=x86_64-linux-gnu-gcc-12", "modules"]
+        make.standardOutput = FileHandle.nullDevice
+        make.standardError = FileHandle.nullDevice
+        try make.run()
+        make.waitUntilExit()
+        #expect(make.terminationStatus == 0)
+        #expect(FileManager.default.fileExists(atPath: copy + "/nvfixture.ko"))
+        #expect(FileManager.default.fileExists(atPath: copy + "/nvfixture-drm.ko"))
+    }
+}
