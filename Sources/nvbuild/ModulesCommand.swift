@@ -8,7 +8,7 @@ struct ModulesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "modules",
         abstract: "Load order, loader simulation and real loads under qemu.",
-        subcommands: [ModulesOrderCommand.self]
+        subcommands: [ModulesOrderCommand.self, ModulesVerifyCommand.self, ModulesTryCommand.self]
     )
 }
 
@@ -70,5 +70,109 @@ struct ModulesOrderCommand: AsyncParsableCommand {
             for listing in listings { if let error = listing.error { Terminal.error(error) } }
         }
         if listings.contains(where: { $0.error != nil }) { throw ExitCode(1) }
+    }
+}
+
+/// Options shared by verify and try: what to load and which extra exports exist.
+struct LoadOptions: ParsableArguments {
+    @OptionGroup var tree: ModuleTreeOptions
+
+    @Option(name: .customLong("extra-symvers"), help: "Module.symvers of another out-of-tree package whose exports these modules use (repeatable).")
+    var extraSymvers: [String] = []
+
+    @Flag(name: .customLong("no-deps"), help: "Load exactly the named modules, in the given order, without their dependencies.")
+    var noDependencies = false
+
+    @Flag(help: "Print JSON.") var json = false
+
+    @Argument(help: "Module files, names or aliases, in the order to load them.") var modules: [String]
+
+    /// The tree, the kernel facts and the plan of modules to load.
+    func prepare() throws -> (ModuleTree, KernelTarget, LoadPlan) {
+        let (release, directory, target) = try tree.resolveModuleDirectory()
+        guard let target else {
+            throw UserError(.environment, "no kernel headers for \(release): the loader's checks need its Module.symvers and .config; install linux-headers-\(release)")
+        }
+        let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
+        let plan = moduleTree.loadPlan(for: modules, dependencies: !noDependencies)
+        return (moduleTree, target, plan)
+    }
+
+    func kernelModel(target: KernelTarget, tree moduleTree: ModuleTree) throws -> KernelModel {
+        var model = try KernelModel(target: target, tree: moduleTree)
+        for path in extraSymvers { try model.addSymvers(at: path) }
+        return model
+    }
+
+    /// Prints the report shared by verify and try; exit status 1 when anything fails to load.
+    func finish(_ report: LoadReport) throws {
+        if json {
+            try Terminal.json(report)
+        } else {
+            for problem in report.plan.problems { Terminal.warning(problem) }
+            for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
+            for result in report.results {
+                let verdict = result.loads ? Terminal.styled("loads", .green) : Terminal.styled("fails", .red)
+                var line = "\(result.module): \(verdict)"
+                if !result.loads { line += " (\(result.errnoName))" }
+                Terminal.out(line)
+                for message in result.messages { Terminal.out("  kernel: \(message)") }
+                for note in result.notes { Terminal.out("  note: \(note)") }
+            }
+        }
+        if !report.allLoad { throw ExitCode(1) }
+    }
+}
+
+struct ModulesVerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Simulate the target kernel's loader: per module, loads or the exact kernel message.",
+        discussion: """
+            Modules load in the order `modules order` computes (or as given, with --no-deps) \
+            into a freshly booted kernel. Exit status 1 when any module would fail to load.
+
+            Example:
+              nvbuild modules verify --kernel 6.12.117+deb12-amd64 out/nvidia.ko out/nvidia-modeset.ko
+            """
+    )
+
+    @OptionGroup var options: LoadOptions
+
+    func run() async throws {
+        let (moduleTree, target, plan) = try options.prepare()
+        let model = try options.kernelModel(target: target, tree: moduleTree)
+        let results = try moduleTree.simulate(plan, kernel: model)
+        try options.finish(LoadReport(kernel: target.release, method: "simulation", plan: plan, results: results))
+    }
+}
+
+struct ModulesTryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "try",
+        abstract: "Boot the target kernel under qemu, load the modules one syscall each, and report like verify.",
+        discussion: """
+            Boots /boot/vmlinuz-<release> with an initramfs holding the modules; a boot \
+            that does not power off within --timeout seconds is killed and reported.
+
+            Example:
+              nvbuild modules try --kernel 6.1.0-56-amd64 ext4
+            """
+    )
+
+    @OptionGroup var options: LoadOptions
+    @Option(help: "Seconds before a boot is considered hung.") var timeout = 180
+
+    func run() async throws {
+        let (_, target, plan) = try options.prepare()
+        let config = KernelConfig(parsing: (try? String(contentsOfFile: target.configPath, encoding: .utf8)) ?? "")
+        let trial = QemuTrial(
+            kernelImage: "/boot/vmlinuz-\(target.release)",
+            inKernelDecompression: config.isEnabled("MODULE_DECOMPRESS"),
+            timeoutSeconds: timeout)
+        let outcome = try await trial.run(plan.loads)
+        var report = LoadReport(kernel: target.release, method: "qemu", plan: plan, results: outcome.results)
+        if !outcome.completed { report.plan.problems.append("the qemu boot did not run to completion") }
+        try options.finish(report)
     }
 }
