@@ -122,14 +122,19 @@ public struct LoaderSimulation {
         if taintsBeforeDuplicateCheck {
             if !signatureOK { signatureTaint(name, into: &messages) }
         } else {
+            let wasProprietary = taintedProprietary
             taintMessages(module, proprietary: proprietary, into: &messages)
             if !signatureOK { signatureTaint(name, into: &messages) }
+            // Since the taint logic moved to module_augment_kernel_taints, a new
+            // proprietary taint is announced once more at its end (seen on 6.12).
+            if !wasProprietary && taintedProprietary { messages.append("\(name): module license taints kernel.") }
         }
 
         // Symbols, in symbol-table order; every failure is logged, the last errno wins.
         var modulePropietary = proprietary
         var usingGPLOnly = false
         var lastError: Int32 = 0
+        var namespaceNotes: [String] = []
         for undefined in module.undefinedSymbols {
             let symbol = undefined.symbol
             var error: Int32 = 0
@@ -150,7 +155,9 @@ public struct LoaderSimulation {
                 if error == 0, let namespace = export.namespace, !namespace.isEmpty,
                     !module.importedNamespaces.contains(namespace)
                 {
-                    messages.append("\(name): module uses symbol (\(symbol)) from namespace \(namespace), but does not import it.")
+                    // Seen under qemu on 6.1 and 6.12: no message of its own, only the
+                    // "Unknown symbol ... (err -22)" that follows.
+                    namespaceNotes.append("\(symbol) is in namespace \(namespace), which \(name) does not import (MODULE_IMPORT_NS(\(namespace)))")
                     if !kernel.allowMissingNamespaceImports { error = 22 }
                 }
             } else if !undefined.weak {
@@ -161,7 +168,11 @@ public struct LoaderSimulation {
                 lastError = error
             }
         }
-        if lastError != 0 { return fail(lastError) }
+        if lastError != 0 {
+            var result = fail(lastError)
+            result.notes += namespaceNotes
+            return result
+        }
 
         // Exports must not clash with what is already there.
         for export in module.exports {

@@ -75,7 +75,9 @@ public struct QemuTrial: Sendable {
             "qemu-system-x86_64", "-kernel", kernelImage, "-initrd", initramfs,
             "-append", "console=ttyS0 panic=-1 loglevel=1 rdinit=/init",
             "-m", String(memoryMegabytes), "-smp", "2", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
-            "-accel", "tcg",
+            // -cpu max: drivers that probe CPU features (crc32c-intel needs SSE4.2)
+            // see a modern CPU, as on the machines the modules are meant for.
+            "-accel", "tcg", "-cpu", "max",
         ]
         let output = try await ProcessRunner().run(arguments)
         let console = output.standardOutput.replacingOccurrences(of: "\r", with: "")
