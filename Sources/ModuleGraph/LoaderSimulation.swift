@@ -60,6 +60,8 @@ public struct LoaderSimulation {
     private var taintedForced = false
     private var debugLocksOn = true
     private var warnedMissingVersion = false
+    /// `__versions` of the module being loaded, by symbol.
+    private var currentVersions: [String: UInt32] = [:]
 
     struct Loaded {
         var proprietary: Bool
@@ -77,6 +79,7 @@ public struct LoaderSimulation {
     public mutating func load(_ module: ModuleFacts) -> LoadResult {
         let name = module.name
         var messages: [String] = []
+        currentVersions = module.versionIndex
         func fail(_ errno: Int32) -> LoadResult {
             LoadResult(module: name, path: module.path, loads: false, errno: errno, messages: messages)
         }
@@ -212,11 +215,11 @@ public struct LoaderSimulation {
     /// The kernel's check_version: true when the symbol may be used.
     private mutating func checkVersion(_ module: ModuleFacts, symbol: String, exportCRC: UInt32?, messages: inout [String]) -> Bool {
         guard let exportCRC else { return true }
-        guard let versions = module.versions else {
+        guard module.versions != nil else {
             return forceLoad(module.name, reason: "no versions for imported symbols", messages: &messages)
         }
-        if let entry = versions.first(where: { $0.symbol == symbol }) {
-            if entry.crc == exportCRC { return true }
+        if let crc = currentVersions[symbol] {
+            if crc == exportCRC { return true }
             messages.append("\(module.name): disagrees about version of symbol \(symbol)")
             return false
         }

@@ -40,9 +40,11 @@ public struct ModuleFacts: Sendable, Equatable, Codable {
         public var weak: Bool
     }
 
-    public func version(of symbol: String) -> UInt32?? {
-        guard let versions else { return nil }
-        return .some(versions.first { $0.symbol == symbol }?.crc)
+    /// `__versions` by symbol (the first entry wins, as in the kernel's linear search).
+    public var versionIndex: [String: UInt32] {
+        var index: [String: UInt32] = [:]
+        for entry in versions ?? [] where index[entry.symbol] == nil { index[entry.symbol] = entry.crc }
+        return index
     }
 }
 

@@ -53,12 +53,14 @@ struct ModulesOrderCommand: AsyncParsableCommand {
 
     @OptionGroup var tree: ModuleTreeOptions
     @Flag(help: "Print JSON instead of modprobe's lines.") var json = false
-    @Argument(help: "Module names, aliases or module file paths.") var modules: [String]
+    @Option(name: .customLong("from"), help: "Also read arguments from FILE, one per line ('-' for stdin); for thousands of names.")
+    var argumentFile: String?
+    @Argument(help: "Module names, aliases or module file paths.") var modules: [String] = []
 
     func run() async throws {
         let (_, directory, _) = try tree.resolveModuleDirectory()
         let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
-        let listings = moduleTree.dependencyListings(for: modules)
+        let listings = moduleTree.dependencyListings(for: try readArguments(modules, from: argumentFile))
         if json {
             try Terminal.json(listings)
         } else {
@@ -85,7 +87,10 @@ struct LoadOptions: ParsableArguments {
 
     @Flag(help: "Print JSON.") var json = false
 
-    @Argument(help: "Module files, names or aliases, in the order to load them.") var modules: [String]
+    @Option(name: .customLong("from"), help: "Also read arguments from FILE, one per line ('-' for stdin); for thousands of modules.")
+    var argumentFile: String?
+
+    @Argument(help: "Module files, names or aliases, in the order to load them.") var modules: [String] = []
 
     /// The tree, the kernel facts and the plan of modules to load.
     func prepare() throws -> (ModuleTree, KernelTarget, LoadPlan) {
@@ -94,7 +99,7 @@ struct LoadOptions: ParsableArguments {
             throw UserError(.environment, "no kernel headers for \(release): the loader's checks need its Module.symvers and .config; install linux-headers-\(release)")
         }
         let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
-        let plan = moduleTree.loadPlan(for: modules, dependencies: !noDependencies)
+        let plan = moduleTree.loadPlan(for: try readArguments(modules, from: argumentFile), dependencies: !noDependencies)
         return (moduleTree, target, plan)
     }
 
@@ -142,7 +147,7 @@ struct ModulesVerifyCommand: AsyncParsableCommand {
     func run() async throws {
         let (moduleTree, target, plan) = try options.prepare()
         let model = try options.kernelModel(target: target, tree: moduleTree)
-        let results = try moduleTree.simulate(plan, kernel: model)
+        let results = try await moduleTree.simulate(plan, kernel: model)
         try options.finish(LoadReport(kernel: target.release, method: "simulation", plan: plan, results: results))
     }
 }
@@ -175,4 +180,25 @@ struct ModulesTryCommand: AsyncParsableCommand {
         if !outcome.completed { report.plan.problems.append("the qemu boot did not run to completion") }
         try options.finish(report)
     }
+}
+
+/// Command-line arguments plus those of a `--from` file (argument parsing of
+/// thousands of words is slow; a file is not).
+func readArguments(_ arguments: [String], from file: String?) throws -> [String] {
+    guard let file else {
+        if arguments.isEmpty { throw UserError(.usage, "name at least one module (or --from FILE)") }
+        return arguments
+    }
+    let data: Data
+    if file == "-" {
+        data = FileHandle.standardInput.readDataToEndOfFile()
+    } else if let contents = FileManager.default.contents(atPath: file) {
+        data = contents
+    } else {
+        throw UserError(.usage, "\(file): cannot read the --from file; check the path")
+    }
+    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+    let all = arguments + lines.filter { !$0.isEmpty }
+    if all.isEmpty { throw UserError(.usage, "\(file) names no modules") }
+    return all
 }

@@ -107,7 +107,7 @@ struct LoadTestModules {
         #expect(plan.problems.isEmpty)
         #expect(plan.loads.count == arguments.count)
         let model = try KernelModel(target: target, tree: tree)
-        let predicted = try tree.simulate(plan, kernel: model)
+        let predicted = try await tree.simulate(plan, kernel: model)
 
         let trial = QemuTrial(
             kernelImage: "/boot/vmlinuz-\(release)",
