@@ -50,7 +50,11 @@ public struct ModuleFacts: Sendable, Equatable, Codable {
 
 extension ModuleTree {
     /// Reads the loader-relevant facts of a module file.
-    public func facts(ofFile path: String) throws -> ModuleFacts {
+    /// When `kernelLayoutCRC` is given and the module's `module_layout` CRC equals
+    /// it, the struct module size is not read: that CRC hashes the full definition
+    /// of struct module, so equal CRCs mean equal sizes (and a .ko.xz need not be
+    /// decompressed a second time).
+    public func facts(ofFile path: String, kernelLayoutCRC: UInt32? = nil) throws -> ModuleFacts {
         var module: OpaquePointer?
         guard FileManager.default.isReadableFile(atPath: path), kmod_module_new_from_path(context, path, &module) >= 0,
             let module
@@ -130,7 +134,8 @@ extension ModuleTree {
             versions: versions,
             undefinedSymbols: undefined,
             exports: exports,
-            thisModuleSize: try? ModuleSections.size(of: ".gnu.linkonce.this_module", inFile: path)
+            thisModuleSize: kernelLayoutCRC != nil && versions?.first(where: { $0.symbol == "module_layout" })?.crc == kernelLayoutCRC
+                ? nil : try? ModuleSections.size(of: ".gnu.linkonce.this_module", inFile: path)
         )
     }
 }
