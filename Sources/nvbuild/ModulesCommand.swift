@@ -1,13 +1,204 @@
 import ArgumentParser
+import Foundation
+import KernelTree
+import ModuleGraph
 import NVBuildSupport
 
 struct ModulesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "modules",
-        abstract: "Load order, loader simulation and real loads under qemu."
+        abstract: "Load order, loader simulation and real loads under qemu.",
+        subcommands: [ModulesOrderCommand.self, ModulesVerifyCommand.self, ModulesTryCommand.self]
+    )
+}
+
+/// Where a modules subcommand finds the target kernel's module tree.
+struct ModuleTreeOptions: ParsableArguments {
+    @OptionGroup var kernel: KernelOptions
+
+    @Option(help: "Base directory like depmod's -b: the tree is <DIR>/lib/modules/<release>.")
+    var root: String?
+
+    @Option(name: .customLong("config"), help: "A modprobe.d directory or file to read (repeatable; none by default, so the host's configuration does not apply).")
+    var configDirectories: [String] = []
+
+    /// The release and its module directory; a `--root` tree needs no headers.
+    func resolveModuleDirectory() throws -> (release: String, directory: String, target: KernelTarget?) {
+        if let root {
+            guard let release = kernel.release else {
+                throw UserError(.usage, "--root needs --kernel <release> to name the tree under \(root)/lib/modules")
+            }
+            return (release, "\(root)/lib/modules/\(release)", try? KernelDiscovery().kernel(release: release))
+        }
+        let (target, note) = try kernel.resolve()
+        if let note { Terminal.note(note) }
+        let directory = target.moduleDirectory ?? "/lib/modules/\(target.release)"
+        return (target.release, directory, target)
+    }
+}
+
+struct ModulesOrderCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "order",
+        abstract: "Print the load order exactly as `modprobe --show-depends -S <release>` does.",
+        discussion: """
+            Each argument is a module name, an alias, or the path of a module file; \
+            paths join the graph with the `depends` of their modinfo. Nothing is read \
+            from the host's loaded modules or, unless --config is given, its modprobe.d.
+
+            Example:
+              nvbuild modules order --kernel 6.12.117+deb12-amd64 ext4 nvidia.ko
+            """
     )
 
+    @OptionGroup var tree: ModuleTreeOptions
+    @Flag(help: "Print JSON instead of modprobe's lines.") var json = false
+    @Option(name: .customLong("from"), help: "Also read arguments from FILE, one per line ('-' for stdin); for thousands of names.")
+    var argumentFile: String?
+    @Argument(help: "Module names, aliases or module file paths.") var modules: [String] = []
+
     func run() async throws {
-        throw UserError(.usage, "nvbuild modules is not available in this build yet")
+        let (_, directory, _) = try tree.resolveModuleDirectory()
+        let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
+        let listings = moduleTree.dependencyListings(for: try readArguments(modules, from: argumentFile))
+        if json {
+            try Terminal.json(listings)
+        } else {
+            var text = ""
+            for listing in listings {
+                for line in listing.lines { text += line + "\n" }
+            }
+            FileHandle.standardOutput.write(Data(text.utf8))
+            for listing in listings { if let error = listing.error { Terminal.error(error) } }
+        }
+        if listings.contains(where: { $0.error != nil }) { throw ExitCode(1) }
     }
+}
+
+/// Options shared by verify and try: what to load and which extra exports exist.
+struct LoadOptions: ParsableArguments {
+    @OptionGroup var tree: ModuleTreeOptions
+
+    @Option(name: .customLong("extra-symvers"), help: "Module.symvers of another out-of-tree package whose exports these modules use (repeatable).")
+    var extraSymvers: [String] = []
+
+    @Flag(name: .customLong("no-deps"), help: "Load exactly the named modules, in the given order, without their dependencies.")
+    var noDependencies = false
+
+    @Flag(help: "Print JSON.") var json = false
+
+    @Option(name: .customLong("from"), help: "Also read arguments from FILE, one per line ('-' for stdin); for thousands of modules.")
+    var argumentFile: String?
+
+    @Argument(help: "Module files, names or aliases, in the order to load them.") var modules: [String] = []
+
+    /// The tree, the kernel facts and the plan of modules to load.
+    func prepare() throws -> (ModuleTree, KernelTarget, LoadPlan) {
+        let (release, directory, target) = try tree.resolveModuleDirectory()
+        guard let target else {
+            throw UserError(.environment, "no kernel headers for \(release): the loader's checks need its Module.symvers and .config; install linux-headers-\(release)")
+        }
+        let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
+        let plan = moduleTree.loadPlan(for: try readArguments(modules, from: argumentFile), dependencies: !noDependencies)
+        return (moduleTree, target, plan)
+    }
+
+    func kernelModel(target: KernelTarget, tree moduleTree: ModuleTree) throws -> KernelModel {
+        var model = try KernelModel(target: target, tree: moduleTree)
+        for path in extraSymvers { try model.addSymvers(at: path) }
+        return model
+    }
+
+    /// Prints the report shared by verify and try; exit status 1 when anything fails to load.
+    func finish(_ report: LoadReport) throws {
+        if json {
+            try Terminal.json(report)
+        } else {
+            for problem in report.plan.problems { Terminal.warning(problem) }
+            for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
+            for result in report.results {
+                let verdict = result.loads ? Terminal.styled("loads", .green) : Terminal.styled("fails", .red)
+                var line = "\(result.module): \(verdict)"
+                if !result.loads { line += " (\(result.errnoName))" }
+                Terminal.out(line)
+                for message in result.messages { Terminal.out("  kernel: \(message)") }
+                for note in result.notes { Terminal.out("  note: \(note)") }
+            }
+        }
+        if !report.allLoad { throw ExitCode(1) }
+    }
+}
+
+struct ModulesVerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Simulate the target kernel's loader: per module, loads or the exact kernel message.",
+        discussion: """
+            Modules load in the order `modules order` computes (or as given, with --no-deps) \
+            into a freshly booted kernel. Exit status 1 when any module would fail to load.
+
+            Example:
+              nvbuild modules verify --kernel 6.12.117+deb12-amd64 out/nvidia.ko out/nvidia-modeset.ko
+            """
+    )
+
+    @OptionGroup var options: LoadOptions
+
+    func run() async throws {
+        let (moduleTree, target, plan) = try options.prepare()
+        let model = try options.kernelModel(target: target, tree: moduleTree)
+        let results = try await moduleTree.simulate(plan, kernel: model)
+        try options.finish(LoadReport(kernel: target.release, method: "simulation", plan: plan, results: results))
+    }
+}
+
+struct ModulesTryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "try",
+        abstract: "Boot the target kernel under qemu, load the modules one syscall each, and report like verify.",
+        discussion: """
+            Boots /boot/vmlinuz-<release> with an initramfs holding the modules; a boot \
+            that does not power off within --timeout seconds is killed and reported.
+
+            Example:
+              nvbuild modules try --kernel 6.1.0-56-amd64 ext4
+            """
+    )
+
+    @OptionGroup var options: LoadOptions
+    @Option(help: "Seconds before a boot is considered hung.") var timeout = 180
+
+    func run() async throws {
+        let (_, target, plan) = try options.prepare()
+        let config = KernelConfig(parsing: (try? String(contentsOfFile: target.configPath, encoding: .utf8)) ?? "")
+        let trial = QemuTrial(
+            kernelImage: "/boot/vmlinuz-\(target.release)",
+            inKernelDecompression: config.isEnabled("MODULE_DECOMPRESS"),
+            timeoutSeconds: timeout)
+        let outcome = try await trial.run(plan.loads)
+        var report = LoadReport(kernel: target.release, method: "qemu", plan: plan, results: outcome.results)
+        if !outcome.completed { report.plan.problems.append("the qemu boot did not run to completion") }
+        try options.finish(report)
+    }
+}
+
+/// Command-line arguments plus those of a `--from` file (argument parsing of
+/// thousands of words is slow; a file is not).
+func readArguments(_ arguments: [String], from file: String?) throws -> [String] {
+    guard let file else {
+        if arguments.isEmpty { throw UserError(.usage, "name at least one module (or --from FILE)") }
+        return arguments
+    }
+    let data: Data
+    if file == "-" {
+        data = FileHandle.standardInput.readDataToEndOfFile()
+    } else if let contents = FileManager.default.contents(atPath: file) {
+        data = contents
+    } else {
+        throw UserError(.usage, "\(file): cannot read the --from file; check the path")
+    }
+    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+    let all = arguments + lines.filter { !$0.isEmpty }
+    if all.isEmpty { throw UserError(.usage, "\(file) names no modules") }
+    return all
 }

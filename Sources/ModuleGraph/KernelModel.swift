@@ -1,0 +1,95 @@
+import Foundation
+import KernelTree
+import NVBuildSupport
+
+/// What the target kernel's loader checks modules against: its exports
+/// (Module.symvers), its vermagic, the size of its `struct module`, its
+/// signer and the configuration options that change the loader's verdicts.
+public struct KernelModel: Sendable {
+    public var release: String
+    /// (major, minor) of the release: the loader's check order changed over time.
+    public var version: (Int, Int)
+    public var vermagic: String?
+    public var structModuleSize: Int?
+    public var signer: String?
+    public var modversions: Bool
+    /// CONFIG_MODULE_SIG: unsigned modules taint the kernel.
+    public var moduleSignatures: Bool
+    public var signatureEnforced: Bool
+    public var allowMissingNamespaceImports: Bool
+    public var forceLoad: Bool
+    public var inKernelDecompression: Bool
+    /// Exports by symbol; `owner` is "vmlinux" or a module name.
+    public var exports: [String: Export]
+    /// Modules compiled into the kernel (modules.builtin).
+    public var builtinModules: Set<String>
+
+    public struct Export: Sendable, Equatable {
+        public var symbol: String
+        public var crc: UInt32?
+        public var gplOnly: Bool
+        public var namespace: String?
+        public var owner: String
+    }
+
+    /// Builds the model of an installed kernel: its build tree for Module.symvers
+    /// and .config, its module tree for a reference module (vermagic, signer,
+    /// struct module size).
+    public init(target: KernelTarget, tree: ModuleTree) throws {
+        release = target.release
+        let numbers = target.release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
+        version = (numbers.first ?? 0, numbers.count > 1 ? numbers[1] : 0)
+        let config = KernelConfig(parsing: (try? String(contentsOfFile: target.configPath, encoding: .utf8)) ?? "")
+        modversions = config.isEnabled("MODVERSIONS")
+        moduleSignatures = config.isEnabled("MODULE_SIG")
+        signatureEnforced = config.isEnabled("MODULE_SIG_FORCE")
+        allowMissingNamespaceImports = config.isEnabled("MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS")
+        forceLoad = config.isEnabled("MODULE_FORCE_LOAD")
+        inKernelDecompression = config.isEnabled("MODULE_DECOMPRESS")
+        guard FileManager.default.fileExists(atPath: target.moduleSymversPath) else {
+            throw UserError(
+                .environment,
+                "\(target.moduleSymversPath) is missing: the kernel's exports are unknown; install the full headers package (linux-headers-\(target.release))"
+            )
+        }
+        exports = [:]
+        builtinModules = []
+        try addSymvers(at: target.moduleSymversPath)
+        let modulesDirectory = tree.moduleDirectory
+        if let builtin = try? String(contentsOfFile: modulesDirectory + "/modules.builtin", encoding: .utf8) {
+            builtinModules = Set(builtin.split(separator: "\n").map { Self.moduleName(fromPath: String($0)) })
+        }
+        // A module the distribution built with the kernel carries the kernel's vermagic,
+        // struct module size and signer.
+        let dep = (try? String(contentsOfFile: modulesDirectory + "/modules.dep", encoding: .utf8)) ?? ""
+        if let first = dep.split(separator: "\n").first.map({ String($0.prefix { $0 != ":" }) }) {
+            let reference = try tree.facts(ofFile: first.hasPrefix("/") ? first : modulesDirectory + "/" + first)
+            vermagic = reference.vermagic
+            structModuleSize = reference.thisModuleSize
+            signer = reference.signer
+        }
+    }
+
+    /// Adds the exports of a Module.symvers (the kernel's, or an out-of-tree package's).
+    public mutating func addSymvers(at path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw UserError(.environment, "\(path): cannot read this Module.symvers; check the path")
+        }
+        for export in ModuleSymvers(parsing: text).exports {
+            let owner = export.module == "vmlinux" ? "vmlinux" : Self.moduleName(fromPath: export.module)
+            exports[export.symbol] = Export(
+                symbol: export.symbol, crc: modversions ? export.crc : nil, gplOnly: export.isGPLOnly,
+                namespace: export.namespace, owner: owner)
+        }
+    }
+
+    static func moduleName(fromPath path: String) -> String {
+        var name = String(path.split(separator: "/").last ?? "")
+        for suffix in [".xz", ".zst", ".gz", ".ko"] where name.hasSuffix(suffix) { name.removeLast(suffix.count) }
+        return name.replacingOccurrences(of: "-", with: "_")
+    }
+
+    func atLeast(_ major: Int, _ minor: Int) -> Bool {
+        version.0 > major || (version.0 == major && version.1 >= minor)
+    }
+}

@@ -1,0 +1,136 @@
+import CKmod
+import Foundation
+
+/// `print_action` of libkmod's dry run: record what modprobe would print.
+private func recordAction(_ module: OpaquePointer?, _ install: Bool, _ options: UnsafePointer<CChar>?) {
+    guard let module else { return }
+    let name = String(cString: kmod_module_get_name(module))
+    let optionText = options.map { String(cString: $0) } ?? ""
+    let action: DependencyListing.Action
+    if install {
+        let command = kmod_module_get_install_commands(module).map { String(cString: $0) } ?? ""
+        action = .init(kind: .install, module: name, path: nil, options: optionText, command: command)
+    } else if let path = kmod_module_get_path(module) {
+        action = .init(kind: .insmod, module: name, path: String(cString: path), options: optionText, command: nil)
+    } else if kmod_module_get_initstate(module) == Int32(KMOD_MODULE_BUILTIN.rawValue) {
+        action = .init(kind: .builtin, module: name, path: nil, options: nil, command: nil)
+    } else {
+        // An alias without a module file: modprobe prints nothing for it.
+        return
+    }
+    ModuleTree.collectedActions.withLock { $0.append(action) }
+}
+
+extension ModuleTree {
+    /// The flags `modprobe --show-depends` passes: a dry run that ignores what
+    /// the host has loaded (the host is not the target).
+    static let showDependsFlags: Int32 =
+        Int32(KMOD_PROBE_DRY_RUN.rawValue | KMOD_PROBE_IGNORE_LOADED.rawValue | KMOD_PROBE_APPLY_BLACKLIST_ALIAS_ONLY.rawValue)
+
+    /// What `modprobe --show-depends -S <release> <argument>` prints, for each argument.
+    /// Arguments are module names, aliases, or paths of module files; a path
+    /// joins the graph with the `depends` of its modinfo, resolved first
+    /// against the other paths given, then against the tree.
+    public func dependencyListings(for arguments: [String]) -> [DependencyListing] {
+        var pathModules: [String: String] = [:]  // module name -> path
+        for argument in arguments where Self.isModulePath(argument) {
+            if let name = moduleName(ofFile: argument) { pathModules[name] = argument }
+        }
+        return arguments.map { argument in
+            if Self.isModulePath(argument) {
+                var listing = DependencyListing(argument: argument, actions: [], error: nil)
+                var visiting: Set<String> = []
+                listPath(argument, pathModules: pathModules, into: &listing, visiting: &visiting)
+                return listing
+            }
+            return listing(forLookup: argument)
+        }
+    }
+
+    static func isModulePath(_ argument: String) -> Bool {
+        argument.contains("/") || argument.hasSuffix(".ko") || argument.hasSuffix(".ko.xz")
+            || argument.hasSuffix(".ko.zst") || argument.hasSuffix(".ko.gz")
+    }
+
+    private func listing(forLookup argument: String) -> DependencyListing {
+        var list: OpaquePointer?
+        let status = kmod_module_new_from_lookup(context, argument, &list)
+        guard status >= 0, let list else {
+            return DependencyListing(
+                argument: argument, actions: [],
+                error: "Module \(argument) not found in directory \(moduleDirectory)")
+        }
+        defer { kmod_module_unref_list(list) }
+        var actions: [DependencyListing.Action] = []
+        var entry: OpaquePointer? = list
+        while let current = entry {
+            if let module = kmod_module_get_module(current) {
+                actions += dryRun(module)
+                kmod_module_unref(module)
+            }
+            entry = kmod_list_next(list, current)
+        }
+        return DependencyListing(argument: argument, actions: actions, error: nil)
+    }
+
+    private func listPath(
+        _ path: String, pathModules: [String: String], into listing: inout DependencyListing, visiting: inout Set<String>
+    ) {
+        var module: OpaquePointer?
+        guard kmod_module_new_from_path(context, path, &module) >= 0, let module else {
+            listing.error = "\(path): not a readable kernel module"
+            return
+        }
+        defer { kmod_module_unref(module) }
+        let name = String(cString: kmod_module_get_name(module))
+        guard visiting.insert(name).inserted else { return }
+        for dependency in modinfoValues(module, key: "depends").flatMap({ $0.split(separator: ",").map(String.init) }) {
+            let normalized = dependency.replacingOccurrences(of: "-", with: "_")
+            if listing.actions.contains(where: { $0.module == normalized }) { continue }
+            if let dependencyPath = pathModules[normalized] {
+                listPath(dependencyPath, pathModules: pathModules, into: &listing, visiting: &visiting)
+            } else {
+                let sub = self.listing(forLookup: dependency)
+                if let error = sub.error, listing.error == nil { listing.error = error }
+                for action in sub.actions where !listing.actions.contains(action) { listing.actions.append(action) }
+            }
+        }
+        listing.actions += dryRun(module)
+    }
+
+    private func dryRun(_ module: OpaquePointer) -> [DependencyListing.Action] {
+        Self.dryRunLock.lock()
+        defer { Self.dryRunLock.unlock() }
+        Self.collectedActions.withLock { $0.removeAll() }
+        _ = kmod_module_probe_insert_module(module, UInt32(Self.showDependsFlags), nil, nil, nil, recordAction)
+        return Self.collectedActions.withLock { actions in
+            defer { actions.removeAll() }
+            return actions
+        }
+    }
+
+    /// The module name libkmod gives a file (basename, `-` as `_`).
+    public func moduleName(ofFile path: String) -> String? {
+        var module: OpaquePointer?
+        guard kmod_module_new_from_path(context, path, &module) >= 0, let module else { return nil }
+        defer { kmod_module_unref(module) }
+        return String(cString: kmod_module_get_name(module))
+    }
+
+    func modinfoValues(_ module: OpaquePointer, key: String) -> [String] {
+        var list: OpaquePointer?
+        guard kmod_module_get_info(module, &list) >= 0, let list else { return [] }
+        defer { kmod_module_info_free_list(list) }
+        var values: [String] = []
+        var entry: OpaquePointer? = list
+        while let current = entry {
+            if String(cString: kmod_module_info_get_key(current)) == key,
+                let value = kmod_module_info_get_value(current)
+            {
+                values.append(String(cString: value))
+            }
+            entry = kmod_list_next(list, current)
+        }
+        return values
+    }
+}

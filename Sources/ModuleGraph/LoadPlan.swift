@@ -1,0 +1,98 @@
+import CKmod
+import Foundation
+import NVBuildSupport
+
+/// The modules a verify or try run loads, in order, and what was noticed on the way.
+public struct LoadPlan: Sendable, Equatable, Codable {
+    public var loads: [PlannedLoad]
+    /// Arguments that named nothing loadable, and dependency cycles.
+    public var problems: [String]
+    /// Modules compiled into the kernel that the order mentions (nothing to load).
+    public var builtin: [String]
+}
+
+extension ModuleTree {
+    /// Resolves arguments (names, aliases, module files) to module files in
+    /// load order. With `dependencies`, each argument brings its dependencies
+    /// first, as modprobe would, and a module is loaded once; without, exactly
+    /// the named modules are loaded, in the given order, repeats included.
+    public func loadPlan(for arguments: [String], dependencies: Bool = true) -> LoadPlan {
+        var plan = LoadPlan(loads: [], problems: [], builtin: [])
+        if dependencies {
+            var planned: Set<String> = []
+            for listing in dependencyListings(for: arguments) {
+                if let error = listing.error { plan.problems.append(error) }
+                for action in listing.actions {
+                    switch action.kind {
+                    case .insmod:
+                        guard let path = action.path else { continue }
+                        let name = moduleName(ofFile: path) ?? action.module
+                        if planned.insert(name).inserted { plan.loads.append(PlannedLoad(name: name, path: path)) }
+                    case .builtin:
+                        if !plan.builtin.contains(action.module) { plan.builtin.append(action.module) }
+                    case .install:
+                        plan.problems.append("\(action.module): modprobe would run an install command instead of loading it: \(action.command ?? "")")
+                    }
+                }
+            }
+            plan.problems += dependencyCycles(among: plan.loads)
+        } else {
+            for argument in arguments {
+                if Self.isModulePath(argument) {
+                    if let name = moduleName(ofFile: argument) {
+                        plan.loads.append(PlannedLoad(name: name, path: argument))
+                    } else {
+                        plan.problems.append("\(argument): not a readable kernel module")
+                    }
+                    continue
+                }
+                let listing = dependencyListings(for: [argument])[0]
+                if let last = listing.actions.last, last.kind == .insmod, let path = last.path {
+                    plan.loads.append(PlannedLoad(name: last.module, path: path))
+                } else if let last = listing.actions.last, last.kind == .builtin {
+                    plan.builtin.append(last.module)
+                } else {
+                    plan.problems.append(listing.error ?? "\(argument): nothing to load")
+                }
+            }
+        }
+        return plan
+    }
+
+    /// Cycles in the `depends` of the planned modules (depmod refuses them; the
+    /// kernel reports the unresolved symbols).
+    func dependencyCycles(among loads: [PlannedLoad]) -> [String] {
+        var depends: [String: [String]] = [:]
+        // depmod already refused cycles among the tree's own modules, and those
+        // never depend on modules from elsewhere: only outside modules can close one.
+        let outside = loads.filter { !$0.path.hasPrefix(moduleDirectory + "/") }
+        if outside.isEmpty { return [] }
+        for load in outside {
+            var module: OpaquePointer?
+            guard kmod_module_new_from_path(context, load.path, &module) >= 0, let module else { continue }
+            depends[load.name] = modinfoValues(module, key: "depends").flatMap { $0.split(separator: ",").map { $0.replacingOccurrences(of: "-", with: "_") } }
+            kmod_module_unref(module)
+        }
+        var problems: [String] = []
+        var reported: Set<String> = []
+        for start in outside.map(\.name) {
+            // Depth-first search for a path back to the start.
+            var stack: [(String, [String])] = [(start, [start])]
+            var seen: Set<String> = []
+            while let (node, path) = stack.popLast() {
+                for next in depends[node] ?? [] {
+                    if next == start {
+                        let cycle = path + [start]
+                        let key = Set(cycle).sorted().joined(separator: ",")
+                        if reported.insert(key).inserted {
+                            problems.append("dependency cycle: \(cycle.joined(separator: " -> "))")
+                        }
+                    } else if seen.insert(next).inserted {
+                        stack.append((next, path + [next]))
+                    }
+                }
+            }
+        }
+        return problems
+    }
+}

@@ -1,0 +1,275 @@
+import Foundation
+import NVBuildSupport
+
+/// One module to load, in order.
+public struct PlannedLoad: Sendable, Equatable, Codable {
+    public var name: String
+    public var path: String
+}
+
+/// What loading one module did (try) or will do (verify): the same shape for both,
+/// so reports can be compared line by line.
+public struct LoadResult: Sendable, Equatable, Codable {
+    public var module: String
+    public var path: String
+    public var loads: Bool
+    /// The errno the load syscall returns (0 when it loads).
+    public var errno: Int32
+    /// The kernel's messages during this load, in order.
+    public var messages: [String]
+    /// Remarks that are not kernel messages (a dependency cycle, a hung boot).
+    public var notes: [String]
+
+    public init(module: String, path: String, loads: Bool, errno: Int32, messages: [String], notes: [String] = []) {
+        self.module = module
+        self.path = path
+        self.loads = loads
+        self.errno = errno
+        self.messages = messages
+        self.notes = notes
+    }
+
+    public var errnoName: String { Errno.name(errno) }
+
+    /// The report line shared by verify and try.
+    public var summary: String {
+        if loads { return "\(module): loads" + (messages.first.map { " (\($0))" } ?? "") }
+        return "\(module): fails with \(errnoName)" + (messages.first.map { ": \($0)" } ?? " (no kernel message)")
+    }
+}
+
+public enum Errno {
+    static let names: [Int32: String] = [
+        0: "OK", 1: "EPERM", 2: "ENOENT", 8: "ENOEXEC", 12: "ENOMEM", 14: "EFAULT", 16: "EBUSY", 17: "EEXIST",
+        22: "EINVAL", 61: "ENODATA", 126: "ENOKEY", 129: "EKEYREJECTED", 38: "ENOSYS", 110: "ETIMEDOUT",
+    ]
+    public static func name(_ value: Int32) -> String { names[value] ?? "errno \(value)" }
+}
+
+/// A simulation of the kernel's module loader for one boot: modules are loaded
+/// in the given order into a fresh kernel, and the kernel-wide state that
+/// changes messages (taints, once-only warnings, loaded modules) carries from
+/// one load to the next. The check order follows kernel/module/main.c and
+/// version.c of the target's release line.
+public struct LoaderSimulation {
+    public var kernel: KernelModel
+    private var loaded: [String: Loaded] = [:]
+    private var taintedOutOfTree = false
+    private var taintedProprietary = false
+    private var taintedUnsigned = false
+    private var taintedForced = false
+    private var debugLocksOn = true
+    private var warnedMissingVersion = false
+    /// `__versions` of the module being loaded, by symbol.
+    private var currentVersions: [String: UInt32] = [:]
+
+    struct Loaded {
+        var proprietary: Bool
+    }
+
+    public init(kernel: KernelModel) {
+        self.kernel = kernel
+    }
+
+    /// Loads every module in order, returning one result each.
+    public mutating func load(_ plan: [ModuleFacts]) -> [LoadResult] {
+        plan.map { load($0) }
+    }
+
+    public mutating func load(_ module: ModuleFacts) -> LoadResult {
+        let name = module.name
+        var messages: [String] = []
+        currentVersions = module.versionIndex
+        func fail(_ errno: Int32) -> LoadResult {
+            LoadResult(module: name, path: module.path, loads: false, errno: errno, messages: messages)
+        }
+
+        // Signature: checked first; enforced only with MODULE_SIG_FORCE.
+        let signatureOK = !kernel.moduleSignatures || (module.signer != nil && module.signer == kernel.signer)
+        if !signatureOK && kernel.signatureEnforced {
+            let reason = module.signer == nil ? "unsigned module" : "module with unavailable key"
+            messages.append("Loading of \(reason) is rejected")
+            return fail(129)
+        }
+
+        // ELF validity: from 6.4 the kernel compares its struct module size first.
+        if kernel.atLeast(6, 4), let expected = kernel.structModuleSize, let actual = module.thisModuleSize, expected != actual {
+            messages.append("module \(name): .gnu.linkonce.this_module section size must match the kernel's built struct module size at run time")
+            return fail(8)
+        }
+
+        // module_layout: the CRC of the kernel's module ABI, before vermagic.
+        if kernel.modversions {
+            if !checkVersion(module, symbol: "module_layout", exportCRC: kernel.exports["module_layout"]?.crc, messages: &messages) {
+                return fail(8)
+            }
+        }
+
+        // vermagic; with modversions only the part after the release is compared.
+        if let moduleMagic = module.vermagic, let kernelMagic = kernel.vermagic {
+            if !Self.sameMagic(moduleMagic, kernelMagic, hasVersions: kernel.modversions && module.versions != nil) {
+                messages.append("\(name): version magic '\(moduleMagic)' should be '\(kernelMagic)'")
+                return fail(8)
+            }
+        } else if module.vermagic == nil {
+            if !forceLoad(name, reason: "bad vermagic", messages: &messages) { return fail(8) }
+        }
+
+        // 6.1 taints in check_modinfo, before the duplicate check; later kernels after it.
+        let taintsBeforeDuplicateCheck = !kernel.atLeast(6, 4)
+        let proprietary = !Self.isGPLCompatible(module.license ?? "unspecified")
+        if taintsBeforeDuplicateCheck { taintMessages(module, proprietary: proprietary, into: &messages) }
+        if loaded[name] != nil {
+            return fail(17)
+        }
+        if taintsBeforeDuplicateCheck {
+            if !signatureOK { signatureTaint(name, into: &messages) }
+        } else {
+            let wasProprietary = taintedProprietary
+            taintMessages(module, proprietary: proprietary, into: &messages)
+            if !signatureOK { signatureTaint(name, into: &messages) }
+            // Since the taint logic moved to module_augment_kernel_taints, a new
+            // proprietary taint is announced once more at its end (seen on 6.12).
+            if !wasProprietary && taintedProprietary { messages.append("\(name): module license taints kernel.") }
+        }
+
+        // Symbols, in symbol-table order; every failure is logged, the last errno wins.
+        var modulePropietary = proprietary
+        var usingGPLOnly = false
+        var lastError: Int32 = 0
+        var namespaceNotes: [String] = []
+        for undefined in module.undefinedSymbols {
+            let symbol = undefined.symbol
+            var error: Int32 = 0
+            if let export = available(symbol), !(export.gplOnly && modulePropietary) {
+                if export.gplOnly { usingGPLOnly = true }
+                if export.owner != "vmlinux", loaded[export.owner]?.proprietary == true {
+                    if usingGPLOnly {
+                        messages.append("\(name): module using GPL-only symbols uses symbols \(symbol) from proprietary module \(export.owner).")
+                        error = 2
+                    } else if !modulePropietary {
+                        messages.append("\(name): module uses symbols \(symbol) from proprietary module \(export.owner), inheriting taint.")
+                        modulePropietary = true
+                    }
+                }
+                if error == 0, !checkVersion(module, symbol: symbol, exportCRC: export.crc, messages: &messages) {
+                    error = 22
+                }
+                if error == 0, let namespace = export.namespace, !namespace.isEmpty,
+                    !module.importedNamespaces.contains(namespace)
+                {
+                    // Seen under qemu on 6.1 and 6.12: no message of its own, only the
+                    // "Unknown symbol ... (err -22)" that follows.
+                    namespaceNotes.append("\(symbol) is in namespace \(namespace), which \(name) does not import (MODULE_IMPORT_NS(\(namespace)))")
+                    if !kernel.allowMissingNamespaceImports { error = 22 }
+                }
+            } else if !undefined.weak {
+                error = 2
+            }
+            if error != 0 {
+                messages.append("\(name): Unknown symbol \(symbol) (err -\(error))")
+                lastError = error
+            }
+        }
+        if lastError != 0 {
+            var result = fail(lastError)
+            result.notes += namespaceNotes
+            return result
+        }
+
+        // Exports must not clash with what is already there.
+        for export in module.exports {
+            if let existing = available(export.symbol) {
+                messages.append("\(name): exports duplicate symbol \(export.symbol) (owned by \(existing.owner == "vmlinux" ? "kernel" : existing.owner))")
+                return fail(8)
+            }
+        }
+
+        loaded[name] = Loaded(proprietary: modulePropietary)
+        loadedExports(of: module)
+        return LoadResult(module: name, path: module.path, loads: true, errno: 0, messages: messages)
+    }
+
+    private var moduleExports: [String: KernelModel.Export] = [:]
+
+    private func available(_ symbol: String) -> KernelModel.Export? {
+        if let export = moduleExports[symbol] { return export }
+        guard let export = kernel.exports[symbol], export.owner == "vmlinux" else { return nil }
+        return export
+    }
+
+    /// Exports become visible once their module is live; Module.symvers facts
+    /// (GPL-only, namespace, CRC) win over what the file alone can tell.
+    private mutating func loadedExports(of module: ModuleFacts) {
+        for symbol in module.exports {
+            if let known = kernel.exports[symbol.symbol], known.owner == module.name {
+                moduleExports[symbol.symbol] = known
+            } else {
+                moduleExports[symbol.symbol] = KernelModel.Export(
+                    symbol: symbol.symbol, crc: kernel.modversions && symbol.crc != 0 ? symbol.crc : nil,
+                    gplOnly: false, namespace: nil, owner: module.name)
+            }
+        }
+    }
+
+    /// The kernel's check_version: true when the symbol may be used.
+    private mutating func checkVersion(_ module: ModuleFacts, symbol: String, exportCRC: UInt32?, messages: inout [String]) -> Bool {
+        guard let exportCRC else { return true }
+        guard module.versions != nil else {
+            return forceLoad(module.name, reason: "no versions for imported symbols", messages: &messages)
+        }
+        if let crc = currentVersions[symbol] {
+            if crc == exportCRC { return true }
+            messages.append("\(module.name): disagrees about version of symbol \(symbol)")
+            return false
+        }
+        if !warnedMissingVersion {
+            warnedMissingVersion = true
+            messages.append("\(module.name): no symbol version for \(symbol)")
+        }
+        return true
+    }
+
+    private mutating func forceLoad(_ name: String, reason: String, messages: inout [String]) -> Bool {
+        guard kernel.forceLoad else { return false }
+        if !taintedForced { messages.append("\(name): \(reason): kernel tainted.") }
+        taintedForced = true
+        lockdepUnreliable(&messages)
+        return true
+    }
+
+    private mutating func taintMessages(_ module: ModuleFacts, proprietary: Bool, into messages: inout [String]) {
+        if !module.intree {
+            if !taintedOutOfTree { messages.append("\(module.name): loading out-of-tree module taints kernel.") }
+            taintedOutOfTree = true
+        }
+        if proprietary {
+            if !taintedProprietary { messages.append("\(module.name): module license '\(module.license ?? "unspecified")' taints kernel.") }
+            taintedProprietary = true
+            lockdepUnreliable(&messages)
+        }
+    }
+
+    private mutating func signatureTaint(_ name: String, into messages: inout [String]) {
+        if !taintedUnsigned {
+            messages.append("\(name): module verification failed: signature and/or required key missing - tainting kernel")
+        }
+        taintedUnsigned = true
+    }
+
+    private mutating func lockdepUnreliable(_ messages: inout [String]) {
+        if debugLocksOn { messages.append("Disabling lock debugging due to kernel taint") }
+        debugLocksOn = false
+    }
+
+    /// The kernel's same_magic: with versions, the release part (up to the first space) may differ.
+    static func sameMagic(_ module: String, _ kernel: String, hasVersions: Bool) -> Bool {
+        guard hasVersions else { return module == kernel }
+        func tail(_ s: String) -> Substring { s.firstIndex(of: " ").map { s[$0...] } ?? Substring(s) }
+        return tail(module) == tail(kernel)
+    }
+
+    static func isGPLCompatible(_ license: String) -> Bool {
+        ["GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL"].contains(license)
+    }
+}

@@ -1,1 +1,0 @@
-// ModuleGraph: see DESIGN.md for what this target owns.

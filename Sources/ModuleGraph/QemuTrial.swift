@@ -1,0 +1,229 @@
+import Foundation
+import NVBuildSupport
+
+/// Ground truth: boots the target kernel under qemu with an initramfs whose
+/// init is a tiny static loader that makes exactly one `finit_module` call per
+/// module, in order, and reports errno and the kernel's messages per load.
+public struct QemuTrial: Sendable {
+    public var kernelImage: String
+    /// Whether the kernel decompresses modules itself (CONFIG_MODULE_DECOMPRESS).
+    public var inKernelDecompression: Bool
+    /// A boot that has not powered off by then is killed and reported.
+    public var timeoutSeconds: Int
+    public var memoryMegabytes: Int
+
+    public init(kernelImage: String, inKernelDecompression: Bool, timeoutSeconds: Int = 180, memoryMegabytes: Int = 1024) {
+        self.kernelImage = kernelImage
+        self.inKernelDecompression = inKernelDecompression
+        self.timeoutSeconds = timeoutSeconds
+        self.memoryMegabytes = memoryMegabytes
+    }
+
+    public struct Outcome: Sendable {
+        public var results: [LoadResult]
+        /// True when the boot ran to the end of the plan and powered off.
+        public var completed: Bool
+        public var console: String
+    }
+
+    /// Loads `loads` in order in one boot.
+    public func run(_ loads: [PlannedLoad]) async throws -> Outcome {
+        guard FileManager.default.isReadableFile(atPath: kernelImage) else {
+            throw UserError(.environment, "\(kernelImage) is missing or unreadable; install the kernel's image package (linux-image-…) to boot it under qemu")
+        }
+        guard ProcessRunner.lookup("qemu-system-x86_64") != nil else {
+            throw UserError(.environment, "qemu-system-x86_64 not found; install qemu-system-x86 (scripts/setup does)")
+        }
+        let work = NSTemporaryDirectory() + "nvbuild-try-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+
+        let loader = try await compileLoader(in: work)
+        var archive = NewcArchive()
+        archive.addDirectory("dev")
+        archive.addDirectory("m")
+        archive.addFile("init", contents: loader, mode: 0o755)
+        var planText = ""
+        for (index, load) in loads.enumerated() {
+            var data = try Data(contentsOf: URL(fileURLWithPath: load.path))
+            var flags = 0
+            var suffix = ".ko"
+            if load.path.hasSuffix(".xz") {
+                if inKernelDecompression {
+                    flags = 4  // MODULE_INIT_COMPRESSED_FILE
+                    suffix = ".ko.xz"
+                } else {
+                    data = try ModuleSections.decompressXZ(data, path: load.path)
+                }
+            } else if load.path.hasSuffix(".zst") || load.path.hasSuffix(".gz") {
+                guard inKernelDecompression else {
+                    throw UserError(.environment, "\(load.path): only xz-compressed modules can be unpacked for a kernel without CONFIG_MODULE_DECOMPRESS; decompress it first")
+                }
+                flags = 4
+                suffix = load.path.hasSuffix(".zst") ? ".ko.zst" : ".ko.gz"
+            }
+            let name = "m/\(index)\(suffix)"
+            archive.addFile(name, contents: data, mode: 0o644)
+            planText += "\(flags) /\(name)\n"
+        }
+        archive.addFile("plan", contents: Data(planText.utf8), mode: 0o644)
+        let initramfs = work + "/initramfs.cpio"
+        try archive.finish().write(to: URL(fileURLWithPath: initramfs))
+
+        let arguments = [
+            "timeout", "--kill-after=5", String(timeoutSeconds),
+            "qemu-system-x86_64", "-kernel", kernelImage, "-initrd", initramfs,
+            "-append", "console=ttyS0 panic=-1 loglevel=1 rdinit=/init",
+            "-m", String(memoryMegabytes), "-smp", "2", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+            // -cpu max: drivers that probe CPU features (crc32c-intel needs SSE4.2)
+            // see a modern CPU, as on the machines the modules are meant for.
+            "-accel", "tcg", "-cpu", "max",
+        ]
+        let output = try await ProcessRunner().run(arguments)
+        let console = output.standardOutput.replacingOccurrences(of: "\r", with: "")
+        let timedOut = output.exitStatus == 124 || output.exitStatus == 137
+        return Self.parse(console: console, loads: loads, timedOut: timedOut, timeoutSeconds: timeoutSeconds)
+    }
+
+    static func parse(console: String, loads: [PlannedLoad], timedOut: Bool, timeoutSeconds: Int) -> Outcome {
+        var messages: [Int: [String]] = [:]
+        var errnos: [Int: Int32] = [:]
+        var completed = false
+        for line in console.split(separator: "\n") {
+            guard let start = line.range(of: "NVB-") else { continue }
+            let record = line[start.lowerBound...]
+            if record.hasPrefix("NVB-DONE") { completed = true; continue }
+            let fields = record.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)
+            if record.hasPrefix("NVB-MSG "), fields.count == 4, let index = Int(fields[1]) {
+                messages[index, default: []].append(String(fields[3]))
+            } else if record.hasPrefix("NVB-LOAD "), fields.count >= 3, let index = Int(fields[1]), let value = Int32(fields[2]) {
+                errnos[index] = value
+            }
+        }
+        let results = loads.enumerated().map { index, load -> LoadResult in
+            guard let errno = errnos[index] else {
+                let why = timedOut ? "the boot did not finish within \(timeoutSeconds) s and was killed" : "the boot ended before this module was loaded"
+                return LoadResult(module: load.name, path: load.path, loads: false, errno: 110, messages: messages[index] ?? [], notes: [why])
+            }
+            return LoadResult(module: load.name, path: load.path, loads: errno == 0, errno: errno, messages: messages[index] ?? [])
+        }
+        return Outcome(results: results, completed: completed, console: console)
+    }
+
+    private func compileLoader(in directory: String) async throws -> Data {
+        let source = directory + "/loader.c"
+        let binary = directory + "/loader"
+        try Data(Self.loaderSource.utf8).write(to: URL(fileURLWithPath: source))
+        let result = try await ProcessRunner().run(["gcc", "-static", "-Os", "-o", binary, source])
+        guard result.succeeded else {
+            throw UserError(.environment, "gcc -static could not build the qemu loader (install gcc and libc6-dev): \(result.standardError)")
+        }
+        return try Data(contentsOf: URL(fileURLWithPath: binary))
+    }
+
+    /// The initramfs init: mount devtmpfs, then for each plan line `<flags> <path>`
+    /// make one finit_module call, print the kernel's records that appeared
+    /// meanwhile and the errno, and finally power off.
+    static let loaderSource = #"""
+        #include <errno.h>
+        #include <fcntl.h>
+        #include <stdio.h>
+        #include <stdlib.h>
+        #include <string.h>
+        #include <sys/mount.h>
+        #include <sys/reboot.h>
+        #include <sys/syscall.h>
+        #include <unistd.h>
+
+        static void report_records(int kmsg, int index, FILE *out)
+        {
+            char record[8192];
+            for (;;) {
+                ssize_t n = read(kmsg, record, sizeof record - 1);
+                if (n < 0) {
+                    if (errno == EPIPE) continue; /* overwritten records: keep reading */
+                    return;                       /* EAGAIN: nothing more */
+                }
+                record[n] = 0;
+                char *text = strchr(record, ';');
+                if (!text) continue;
+                *text++ = 0;
+                text[strcspn(text, "\n")] = 0;
+                int prefix = atoi(record);
+                if (prefix >> 3) continue; /* not from the kernel (facility 0) */
+                fprintf(out, "NVB-MSG %d %d %s\n", index, prefix & 7, text);
+            }
+        }
+
+        int main(void)
+        {
+            mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
+            FILE *out = fopen("/dev/ttyS0", "w");
+            if (!out) out = stdout;
+            setvbuf(out, NULL, _IOLBF, 0);
+            FILE *plan = fopen("/plan", "r");
+            int kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+            char line[4096];
+            int index = 0;
+            fprintf(out, "NVB-START\n");
+            while (plan && fgets(line, sizeof line, plan)) {
+                line[strcspn(line, "\n")] = 0;
+                char *path = strchr(line, ' ');
+                if (!path) continue;
+                *path++ = 0;
+                lseek(kmsg, 0, SEEK_END);
+                int fd = open(path, O_RDONLY | O_CLOEXEC);
+                long rc = syscall(SYS_finit_module, fd, "", atoi(line));
+                int err = rc == 0 ? 0 : errno;
+                close(fd);
+                report_records(kmsg, index, out);
+                fprintf(out, "NVB-LOAD %d %d\n", index, err);
+                index++;
+            }
+            fprintf(out, "NVB-DONE\n");
+            fflush(out);
+            sync();
+            reboot(RB_POWER_OFF);
+            return 0;
+        }
+        """#
+}
+
+/// The "newc" cpio format the kernel unpacks as an initramfs.
+struct NewcArchive {
+    private var data = Data()
+    private var inode = 1
+
+    mutating func addDirectory(_ name: String) {
+        add(name, mode: 0o040755, contents: Data())
+    }
+
+    mutating func addFile(_ name: String, contents: Data, mode: Int) {
+        add(name, mode: 0o100000 | mode, contents: contents)
+    }
+
+    mutating func finish() -> Data {
+        add("TRAILER!!!", mode: 0, contents: Data(), inodeNumber: 0)
+        return data
+    }
+
+    private mutating func add(_ name: String, mode: Int, contents: Data, inodeNumber: Int? = nil) {
+        let fields = [
+            inodeNumber ?? inode, mode, 0, 0, mode & 0o040000 != 0 ? 2 : 1, 0, contents.count, 0, 0, 0, 0,
+            name.utf8.count + 1, 0,
+        ]
+        inode += 1
+        var header = "070701"
+        for field in fields { header += String(format: "%08X", field) }
+        data.append(Data(header.utf8))
+        data.append(Data(name.utf8))
+        data.append(0)
+        pad()
+        data.append(contents)
+        pad()
+    }
+
+    private mutating func pad() {
+        while data.count % 4 != 0 { data.append(0) }
+    }
+}

@@ -1,0 +1,9 @@
+#include <linux/module.h>
+int nvb_export_gpl(int x) { return x + 2; }
+EXPORT_SYMBOL_GPL(nvb_export_gpl);
+static int __init nvb_init(void) { return 0; }
+static void __exit nvb_exit(void) { }
+module_init(nvb_init);
+module_exit(nvb_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("nvbuild load test: GPL-only exporter");

@@ -1,0 +1,9 @@
+#include <linux/module.h>
+extern int nvb_export_ns(int x);
+static int __init nvb_init(void) { return nvb_export_ns(-3) == 0 ? 0 : 0; }
+static void __exit nvb_exit(void) { }
+module_init(nvb_init);
+module_exit(nvb_exit);
+MODULE_LICENSE("GPL");
+MODULE_IMPORT_NS(NVB_TEST);
+MODULE_DESCRIPTION("nvbuild load test: importer of namespace NVB_TEST");

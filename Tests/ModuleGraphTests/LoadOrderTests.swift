@@ -1,0 +1,81 @@
+import Foundation
+import KernelTree
+import NVBuildSupport
+import Testing
+
+@testable import ModuleGraph
+
+/// The Debian kernels the set-up installs, with their module trees.
+enum InstalledTrees {
+    static var releases: [String] {
+        KernelDiscovery().installedKernels()
+            .filter { !$0.release.contains("-rt-") && $0.moduleDirectory.map { FileManager.default.fileExists(atPath: $0 + "/modules.dep") } == true }
+            .map(\.release)
+    }
+
+    /// Every module name of modules.dep and modules.builtin, sorted.
+    static func moduleNames(release: String) throws -> [String] {
+        let directory = "/lib/modules/\(release)"
+        var names: Set<String> = []
+        for line in try String(contentsOfFile: directory + "/modules.dep", encoding: .utf8).split(separator: "\n") {
+            names.insert(baseName(String(line.prefix { $0 != ":" })))
+        }
+        for line in try String(contentsOfFile: directory + "/modules.builtin", encoding: .utf8).split(separator: "\n") {
+            names.insert(baseName(String(line)))
+        }
+        return names.sorted()
+    }
+
+    static func baseName(_ path: String) -> String {
+        var name = String(path.split(separator: "/").last ?? "")
+        for suffix in [".xz", ".zst", ".gz", ".ko"] where name.hasSuffix(suffix) { name.removeLast(suffix.count) }
+        return name
+    }
+}
+
+@Suite struct LoadOrderTests {
+    /// A deterministic sample (every k-th sorted name, at least 300) per kernel,
+    /// compared byte for byte with modprobe run on the same tree without configuration.
+    @Test(arguments: InstalledTrees.releases)
+    func matchesModprobeShowDepends(release: String) async throws {
+        let names = try InstalledTrees.moduleNames(release: release)
+        try #require(names.count > 1000, "the image package of \(release) should ship thousands of modules")
+        let stride = max(1, names.count / 320)
+        let sample = Swift.stride(from: 0, to: names.count, by: stride).map { names[$0] }
+        #expect(sample.count >= 300)
+
+        let tree = try ModuleTree(moduleDirectory: "/lib/modules/\(release)")
+        let listings = tree.dependencyListings(for: sample)
+        var identical = 0
+        for listing in listings {
+            let reference = try await ProcessRunner().run(
+                ["modprobe", "-C", "/dev/null", "--show-depends", "-S", release, listing.argument])
+            let ours = listing.lines.map { $0 + "\n" }.joined()
+            #expect(ours == reference.standardOutput, "\(release) \(listing.argument)")
+            #expect((listing.error == nil) == reference.succeeded, "\(release) \(listing.argument)")
+            if ours == reference.standardOutput { identical += 1 }
+        }
+        #expect(identical == sample.count)
+    }
+
+    @Test func unknownNameIsReported() throws {
+        let release = try #require(InstalledTrees.releases.first)
+        let tree = try ModuleTree(moduleDirectory: "/lib/modules/\(release)")
+        let listing = try #require(tree.dependencyListings(for: ["no_such_module_xyz"]).first)
+        #expect(listing.actions.isEmpty)
+        #expect(listing.error == "Module no_such_module_xyz not found in directory /lib/modules/\(release)")
+    }
+
+    @Test func hostConfigurationAppliesOnlyWhenNamed() throws {
+        // systemd's modprobe.d gives bonding an option; Debian ships that file.
+        try #require(FileManager.default.fileExists(atPath: "/lib/modprobe.d/systemd.conf"))
+        let release = try #require(InstalledTrees.releases.first)
+        let bare = try ModuleTree(moduleDirectory: "/lib/modules/\(release)")
+        let configured = try ModuleTree(moduleDirectory: "/lib/modules/\(release)", configDirectories: ["/lib/modprobe.d"])
+        let plain = try #require(bare.dependencyListings(for: ["bonding"]).first?.lines.last)
+        let withOptions = try #require(configured.dependencyListings(for: ["bonding"]).first?.lines.last)
+        #expect(plain.hasPrefix("insmod ") && plain.hasSuffix(" "))
+        #expect(!plain.contains("max_bonds"))
+        #expect(withOptions == plain + "max_bonds=0 ")
+    }
+}
