@@ -182,8 +182,17 @@ public enum Prober {
         let cacheContext = ResultCache.Context(compiler: compiler, compilerIdentity: identity, flags: flags)
         var outcomes = [ProbeOutcome?](repeating: nil, count: units.count)
         var uncached: [Int] = []
+        // Cache keys hold only the header-presence results a unit can read: NV_*_PRESENT
+        // macros are referenced by the tests' own text, never by kernel headers. A tree
+        // whose header list differs therefore still reuses every unaffected result.
+        let presenceLines = presence.map(\.line)
+        func keySource(_ u: CompileUnit) -> String {
+            let text = u.includes + u.body + u.files.map(\.content).joined()
+            let relevant = presence.filter { text.contains($0.macro) }.map(\.line)
+            return u.source(preamble: ProbeSource.preamble(headerPresenceLines: relevant.count == presenceLines.count ? presenceLines : relevant))
+        }
         for (i, u) in units.enumerated() {
-            if let cache, let hit = cache.lookup(context: cacheContext, source: u.source(preamble: preamble), files: u.files) {
+            if let cache, let hit = cache.lookup(context: cacheContext, source: keySource(u), files: u.files) {
                 outcomes[i] = ProbeOutcome(probe: u.probe, compiled: hit.compiled, diagnostics: hit.diagnostics,
                                            command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"), cached: true)
                 progress(.tests, counter.increment(), total)
@@ -206,9 +215,10 @@ public enum Prober {
                 let u = units[i]
                 // A compile stopped by a missing header writes no dependency list; such
                 // outcomes are cheap to recompute and are not cached.
-                if let cache, r.compiled || !r.dependencies.isEmpty {
-                    cache.store(context: cacheContext, source: u.source(preamble: preamble), files: u.files,
-                                compiled: r.compiled, diagnostics: r.diagnostics, dependencies: r.dependencies)
+                let absent = r.compiled || !r.dependencies.isEmpty ? [] : missingHeaderPaths(r.diagnostics, flags: flags)
+                if let cache, r.compiled || !r.dependencies.isEmpty || !absent.isEmpty {
+                    cache.store(context: cacheContext, source: keySource(u), files: u.files,
+                                compiled: r.compiled, diagnostics: r.diagnostics, dependencies: r.dependencies, absent: absent)
                 }
                 outcomes[i] = ProbeOutcome(probe: u.probe, compiled: r.compiled, diagnostics: r.diagnostics,
                                            command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"))
@@ -278,6 +288,17 @@ public enum Prober {
             seconds: Date().timeIntervalSince(start), compiles: compiledCount,
             cachedCompiles: cachedCount
         )
+    }
+
+    /// A compile our own text stopped with `#include <x>` of a missing header: its outcome
+    /// holds while x stays missing from every include directory.
+    static func missingHeaderPaths(_ diagnostics: String, flags: [String]) -> [String] {
+        for line in diagnostics.split(separator: "\n") where line.hasPrefix("conftest.c:") && line.contains(": fatal error: ") && line.hasSuffix(": No such file or directory") {
+            guard let r = line.range(of: ": fatal error: ") else { continue }
+            let header = line[r.upperBound...].dropLast(": No such file or directory".count)
+            return CompileRunner.includeDirectories(flags).map { $0 + "/" + header }
+        }
+        return []
     }
 
     static func candidatePaths(_ patterns: [String], kernel: KernelTarget) -> [String] {

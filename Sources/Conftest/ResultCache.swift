@@ -2,16 +2,24 @@ import Crypto
 import Foundation
 import NVBuildSupport
 
-/// A content-addressed store of compile outcomes. The key covers the compiler
-/// (binary and version), the full flag list, the source and auxiliary files;
-/// each entry also records the content hash of every file the compile read
-/// (from the compiler's own dependency output), and is used only while all of
-/// them are unchanged. Entries are written atomically and carry a checksum, so
-/// a truncated or corrupted entry is detected and recomputed, never trusted.
+/// A content-addressed store of probe results.
+///
+/// The key of a compile covers the compiler (binary and version), the full flag
+/// list, the source and auxiliary files. Each entry also names a *manifest*: the
+/// content hash of every file the compile read (from the compiler's own
+/// dependency output). An entry is used only while every file of its manifest is
+/// unchanged, and, for results that depend on a header being missing, while those
+/// paths stay missing. Many compiles read the same headers, so manifests are
+/// shared and each is checked once per run.
+///
+/// Entries and manifests are written atomically and end with a checksum of their
+/// content: a truncated or corrupted file is detected and recomputed, never trusted,
+/// and concurrent probes sharing a cache never read a half-written file.
 public final class ResultCache: @unchecked Sendable {
     public let directory: String
     private let lock = NSLock()
-    private var fileHashes: [String: String] = [:]
+    private var fileHashes: [String: String?] = [:]
+    private var manifestVerdicts: [String: Bool] = [:]
     /// Real path prefix → placeholder. Keys and recorded dependency paths are stored
     /// with the kernel and tree locations abstracted, so another ABI of the same kernel
     /// series, or another copy or release of a driver tree, reuses every result whose
@@ -24,19 +32,6 @@ public final class ResultCache: @unchecked Sendable {
         public var flags: [String]
     }
 
-    struct Entry: Codable {
-        var compiled: Bool
-        var diagnostics: String
-        var dependencies: [String: String]
-        /// Paths whose absence the result depends on (a header that was not found).
-        var absent: [String]?
-    }
-
-    struct Envelope: Codable {
-        var entry: Entry
-        var checksum: String
-    }
-
     public init(directory: String) throws {
         self.directory = directory
         do {
@@ -44,6 +39,13 @@ public final class ResultCache: @unchecked Sendable {
         } catch {
             throw UserError(.environment, "\(directory): cannot create the cache directory (\(error.localizedDescription)); pick another with --cache-dir or pass --no-cache")
         }
+    }
+
+    /// `--cache-dir`, else NVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/nvbuild, else ~/.cache/nvbuild.
+    public static func defaultDirectory(environment: [String: String]) -> String {
+        if let d = environment["NVBUILD_CACHE_DIR"], !d.isEmpty { return d }
+        if let x = environment["XDG_CACHE_HOME"], !x.isEmpty { return x + "/nvbuild" }
+        return (environment["HOME"] ?? NSHomeDirectory()) + "/.cache/nvbuild"
     }
 
     /// Sets the locations abstracted in keys; call before the first lookup.
@@ -73,13 +75,6 @@ public final class ResultCache: @unchecked Sendable {
         flags.filter { !$0.hasPrefix("-DNV_VERSION_STRING=") }
     }
 
-    /// `--cache-dir`, else NVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/nvbuild, else ~/.cache/nvbuild.
-    public static func defaultDirectory(environment: [String: String]) -> String {
-        if let d = environment["NVBUILD_CACHE_DIR"], !d.isEmpty { return d }
-        if let x = environment["XDG_CACHE_HOME"], !x.isEmpty { return x + "/nvbuild" }
-        return (environment["HOME"] ?? NSHomeDirectory()) + "/.cache/nvbuild"
-    }
-
     /// Identifies a compiler by its resolved binary's content and its version text.
     public static func compilerIdentity(_ compiler: [String]) async throws -> String {
         let version = try await ProcessRunner().run(compiler + ["--version"]).standardOutput
@@ -93,9 +88,11 @@ public final class ResultCache: @unchecked Sendable {
         return identity
     }
 
+    // MARK: Keys
+
     func key(context: Context, source: String, files: [TestDefinition.AuxiliaryFile]) -> String {
         var hasher = SHA256()
-        hasher.update(data: Data("nvbuild-cache-v2\n".utf8))
+        hasher.update(data: Data("nvbuild-compile-v3\n".utf8))
         hasher.update(data: Data(context.compilerIdentity.utf8))
         for flag in Self.keyFlags(context.flags) { hasher.update(data: Data((normalize(flag) + "\u{0}").utf8)) }
         hasher.update(data: Data(source.utf8))
@@ -103,10 +100,113 @@ public final class ResultCache: @unchecked Sendable {
         return hasher.finalize().hexString
     }
 
-    private func path(for key: String) -> String {
-        "\(directory)/\(key.prefix(2))/\(key)"
+    func stepKey(_ key: String) -> String {
+        let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
+        let normalized = Self.keyFlags(parts).map(normalize).joined(separator: "\u{0}")
+        return SHA256.hash(data: Data(("nvbuild-step-v3\n" + normalized).utf8)).hexString
     }
 
+    private func entryPath(_ key: String) -> String { "\(directory)/\(key.prefix(2))/\(key)" }
+    private func manifestPath(_ id: String) -> String { "\(directory)/manifests/\(id.prefix(2))/\(id)" }
+
+    // MARK: Public operations
+
+    public func lookup(context: Context, source: String, files: [TestDefinition.AuxiliaryFile]) -> (compiled: Bool, diagnostics: String)? {
+        read(entryPath(key(context: context, source: source, files: files)))
+    }
+
+    public func store(context: Context, source: String, files: [TestDefinition.AuxiliaryFile], compiled: Bool,
+                      diagnostics: String, dependencies: [String], absent: [String] = []) {
+        write(entryPath(key(context: context, source: source, files: files)), ok: compiled, output: diagnostics,
+              dependencies: dependencies, absent: absent)
+    }
+
+    /// A cached result of any other step (header presence, sanity compile), under a
+    /// key the caller derives from everything the step reads besides `dependencies`.
+    public func lookup(step key: String) -> (ok: Bool, output: String)? {
+        read(entryPath(stepKey(key)))
+    }
+
+    public func store(step key: String, ok: Bool, output: String, dependencies: [String], absent: [String] = []) {
+        write(entryPath(stepKey(key)), ok: ok, output: output, dependencies: dependencies, absent: absent)
+    }
+
+    // MARK: Storage
+
+    /// Entry format (text, one field per line, then the output verbatim):
+    ///   nvbuild-cache 3 / ok 0|1 / manifest <id> / absent <path>... / output <bytes> / <output> / checksum <sha256 of all above>
+    private func write(_ path: String, ok: Bool, output: String, dependencies: [String], absent: [String]) {
+        var manifest = ""
+        for dep in Set(dependencies).sorted() {
+            guard let h = hashOfFile(dep) else { return }  // an input vanished meanwhile: do not cache
+            manifest += h + " " + normalize(dep) + "\n"
+        }
+        let manifestID = SHA256.hash(data: Data(manifest.utf8)).hexString
+        let mPath = manifestPath(manifestID)
+        if !FileManager.default.fileExists(atPath: mPath) {
+            try? AtomicFile.write(Self.sealed(manifest), to: mPath)
+        }
+        var body = "nvbuild-cache 3\nok \(ok ? 1 : 0)\nmanifest \(manifestID)\n"
+        for a in absent { body += "absent \(normalize(a))\n" }
+        body += "output \(output.utf8.count)\n\(output)\n"
+        try? AtomicFile.write(Self.sealed(body), to: path)
+    }
+
+    private func read(_ path: String) -> (Bool, String)? {
+        guard let body = Self.unsealed(FileManager.default.contents(atPath: path)) else { return nil }
+        var rest = Substring(body)
+        func line() -> Substring? {
+            guard let nl = rest.firstIndex(of: "\n") else { return nil }
+            defer { rest = rest[rest.index(after: nl)...] }
+            return rest[..<nl]
+        }
+        guard line() == "nvbuild-cache 3", let okLine = line(), okLine.hasPrefix("ok "),
+            let manifestLine = line(), manifestLine.hasPrefix("manifest ")
+        else { return nil }
+        var absent: [String] = []
+        var next = line()
+        while let l = next, l.hasPrefix("absent ") {
+            absent.append(String(l.dropFirst("absent ".count)))
+            next = line()
+        }
+        guard let outputLine = next, outputLine.hasPrefix("output "), let count = Int(outputLine.dropFirst("output ".count)) else { return nil }
+        let bytes = Array(rest.utf8)
+        guard bytes.count >= count else { return nil }
+        let output = String(decoding: bytes[0..<count], as: UTF8.self)
+        guard manifestValid(String(manifestLine.dropFirst("manifest ".count))) else { return nil }
+        for a in absent where FileManager.default.fileExists(atPath: expand(a)) { return nil }
+        return (okLine == "ok 1", output)
+    }
+
+    private func manifestValid(_ id: String) -> Bool {
+        lock.lock()
+        if let v = manifestVerdicts[id] {
+            lock.unlock()
+            return v
+        }
+        lock.unlock()
+        var valid = false
+        if let text = Self.unsealed(FileManager.default.contents(atPath: manifestPath(id))),
+            SHA256.hash(data: Data(text.utf8)).hexString == id
+        {
+            valid = true
+            for entry in text.split(separator: "\n") {
+                guard entry.count > 65 else { valid = false; break }
+                let hash = entry.prefix(64)
+                let path = expand(String(entry.dropFirst(65)))
+                if hashOfFile(path).map({ $0 == hash }) != true {
+                    valid = false
+                    break
+                }
+            }
+        }
+        lock.lock()
+        manifestVerdicts[id] = valid
+        lock.unlock()
+        return valid
+    }
+
+    /// The file's SHA-256, computed once per run.
     func hashOfFile(_ path: String) -> String? {
         lock.lock()
         if let h = fileHashes[path] {
@@ -114,82 +214,26 @@ public final class ResultCache: @unchecked Sendable {
             return h
         }
         lock.unlock()
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        let h = SHA256.hash(data: data).hexString
+        let h = FileManager.default.contents(atPath: path).map { SHA256.hash(data: $0).hexString }
         lock.lock()
         fileHashes[path] = h
         lock.unlock()
         return h
     }
 
-    public func lookup(context: Context, source: String, files: [TestDefinition.AuxiliaryFile]) -> (compiled: Bool, diagnostics: String)? {
-        let file = path(for: key(context: context, source: source, files: files))
-        guard let data = FileManager.default.contents(atPath: file),
-            let envelope = try? JSONDecoder().decode(Envelope.self, from: data),
-            let body = try? Self.encode(envelope.entry),
-            SHA256.hash(data: body).hexString == envelope.checksum
-        else { return nil }
-        return validated(envelope.entry).map { ($0.compiled, $0.diagnostics) }
+    /// Appends a checksum line so any truncation or corruption is detected.
+    static func sealed(_ body: String) -> Data {
+        Data((body + "checksum " + SHA256.hash(data: Data(body.utf8)).hexString + "\n").utf8)
     }
 
-    private func validated(_ entry: Entry) -> Entry? {
-        for (dep, hash) in entry.dependencies where hashOfFile(expand(dep)) != hash {
-            return nil
-        }
-        for path in entry.absent ?? [] where FileManager.default.fileExists(atPath: expand(path)) {
-            return nil
-        }
-        return entry
-    }
-
-    /// A cached result of any other step (header presence, sanity compile), under a
-    /// key the caller derives from everything the step reads besides `dependencies`.
-    public func lookup(step key: String) -> (ok: Bool, output: String)? {
-        guard let data = FileManager.default.contents(atPath: path(for: stepKey(key))),
-            let envelope = try? JSONDecoder().decode(Envelope.self, from: data),
-            let body = try? Self.encode(envelope.entry),
-            SHA256.hash(data: body).hexString == envelope.checksum,
-            let entry = validated(envelope.entry)
-        else { return nil }
-        return (entry.compiled, entry.diagnostics)
-    }
-
-    public func store(step key: String, ok: Bool, output: String, dependencies: [String], absent: [String] = []) {
-        var deps: [String: String] = [:]
-        for dep in dependencies {
-            guard let h = hashOfFile(dep) else { return }
-            deps[normalize(dep)] = h
-        }
-        let entry = Entry(compiled: ok, diagnostics: output, dependencies: deps, absent: absent.map(normalize))
-        guard let body = try? Self.encode(entry),
-            let data = try? JSONEncoder().encode(Envelope(entry: entry, checksum: SHA256.hash(data: body).hexString))
-        else { return }
-        try? AtomicFile.write(data, to: path(for: stepKey(key)))
-    }
-
-    func stepKey(_ key: String) -> String {
-        let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
-        let normalized = Self.keyFlags(parts).map(normalize).joined(separator: "\u{0}")
-        return SHA256.hash(data: Data(("nvbuild-step-v2\n" + normalized).utf8)).hexString
-    }
-
-    public func store(context: Context, source: String, files: [TestDefinition.AuxiliaryFile], compiled: Bool, diagnostics: String, dependencies: [String]) {
-        var deps: [String: String] = [:]
-        for dep in dependencies {
-            guard let h = hashOfFile(dep) else { return }  // a vanished input: do not cache
-            deps[normalize(dep)] = h
-        }
-        let entry = Entry(compiled: compiled, diagnostics: diagnostics, dependencies: deps, absent: nil)
-        guard let body = try? Self.encode(entry),
-            let data = try? JSONEncoder().encode(Envelope(entry: entry, checksum: SHA256.hash(data: body).hexString))
-        else { return }
-        try? AtomicFile.write(data, to: path(for: key(context: context, source: source, files: files)))
-    }
-
-    static func encode(_ entry: Entry) throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return try encoder.encode(entry)
+    static func unsealed(_ data: Data?) -> String? {
+        guard let data, data.count > 74 else { return nil }
+        let tail = data.suffix(74)  // "checksum " + 64 hex + "\n"
+        guard tail.prefix(9) == Data("checksum ".utf8), tail.last == UInt8(ascii: "\n") else { return nil }
+        let body = data.prefix(data.count - 74)
+        let expected = String(decoding: tail.dropFirst(9).dropLast(), as: UTF8.self)
+        guard SHA256.hash(data: body).hexString == expected else { return nil }
+        return String(decoding: body, as: UTF8.self)
     }
 
     /// Paths listed in a make-style dependency file (`-MD`), excluding the compiled source itself.
@@ -204,7 +248,15 @@ public final class ResultCache: @unchecked Sendable {
 }
 
 extension Sequence where Element == UInt8 {
-    var hexString: String { map { String(format: "%02x", $0) }.joined() }
+    var hexString: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for b in self {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xf)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
 }
 
 extension SHA256.Digest {
