@@ -172,16 +172,22 @@ enum ELFImage {
         guard header.e_shoff != 0, Int(header.e_shentsize) == entrySize else {
             throw ModuleReadError(path: path, .badSectionTable("no section header table or e_shentsize \(header.e_shentsize)"))
         }
+        // Check the table against the file before libelf reads it; e_shnum 0 means the
+        // count is in section 0, which must itself be inside the file.
+        func checkTable(entries: UInt64) throws(ModuleReadError) {
+            let (tableEnd, overflow) = header.e_shoff.addingReportingOverflow(max(entries, 1) * UInt64(entrySize))
+            guard !overflow, tableEnd <= UInt64(bytes.count) else {
+                throw ModuleReadError(path: path, .truncated(
+                    "the section header table (offset \(header.e_shoff), \(entries) entries) ends past the end of the file (\(bytes.count) bytes)"))
+            }
+        }
+        try checkTable(entries: UInt64(header.e_shnum))
         var sectionCount = 0
         var namesIndex = 0
         guard elf_getshdrnum(elf, &sectionCount) == 0, elf_getshdrstrndx(elf, &namesIndex) == 0 else {
             throw ModuleReadError(path: path, .badSectionTable(String(cString: elf_errmsg(-1))))
         }
-        let (tableEnd, overflow) = header.e_shoff.addingReportingOverflow(UInt64(sectionCount) * UInt64(entrySize))
-        guard !overflow, tableEnd <= UInt64(bytes.count) else {
-            throw ModuleReadError(path: path, .truncated(
-                "the section header table (offset \(header.e_shoff), \(sectionCount) entries) ends past the end of the file (\(bytes.count) bytes)"))
-        }
+        try checkTable(entries: UInt64(sectionCount))
         guard namesIndex < sectionCount else {
             throw ModuleReadError(path: path, .badSectionTable("section name table index \(namesIndex) of \(sectionCount)"))
         }
@@ -314,7 +320,7 @@ enum ELFImage {
         guard let section = elf_getscn(elf, symtabIndex), let data = elf_getdata(section, nil) else {
             throw ModuleReadError(path: path, .libelf(".symtab: \(String(cString: elf_errmsg(-1)))"))
         }
-        let count = Int(symtab.sh_size / symtab.sh_entsize)
+        let count = Int(min(symtab.sh_size / symtab.sh_entsize, UInt64(Int32.max)))
         var exported: [(name: String, section: Int)] = []
         var namespaceSymbols: [String: (section: Int, value: UInt64)] = [:]
         var undefined: [String] = []

@@ -38,6 +38,49 @@ struct InspectCommand: AsyncParsableCommand {
     @Option(help: "Files read at the same time (default: the number of CPUs).")
     var jobs: Int?
 
+    /// swift-argument-parser spends time proportional to the arguments still unparsed on each
+    /// positional one, which is quadratic for the thousands of files of a whole kernel.
+    /// Main therefore hands the parser only the options and the first file; the remaining
+    /// files (in order) are appended after parsing.
+    static func separateFiles(_ arguments: [String]) -> (forParser: [String], extraFiles: [String]) {
+        guard arguments.first == commandName else { return (arguments, []) }
+        let valued: Set<String> = ["--field", "-F", "--jobs"]
+        var forParser = [arguments[0]]
+        var extra: [String] = []
+        var sawFile = false
+        var index = 1
+        while index < arguments.count {
+            let argument = arguments[index]
+            if argument == "--" {
+                // Everything after is a file; keep the marker and the first file for the parser.
+                let rest = arguments[(index + 1)...]
+                if !sawFile, let first = rest.first {
+                    forParser += ["--", first]
+                    extra += rest.dropFirst()
+                } else {
+                    extra += rest
+                }
+                break
+            }
+            if argument.hasPrefix("-"), argument.count > 1 {
+                forParser.append(argument)
+                if valued.contains(argument), index + 1 < arguments.count {
+                    forParser.append(arguments[index + 1])
+                    index += 1
+                }
+            } else if sawFile {
+                extra.append(argument)
+            } else {
+                forParser.append(argument)
+                sawFile = true
+            }
+            index += 1
+        }
+        return (forParser, extra)
+    }
+
+    private static var commandName: String { configuration.commandName ?? "inspect" }
+
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         if field != nil, symbols || sections || json || signature {

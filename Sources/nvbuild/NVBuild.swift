@@ -29,7 +29,12 @@ struct NVBuild: AsyncParsableCommand {
 enum Main {
     static func main() async {
         do {
-            var command = try NVBuild.parseAsRoot()
+            let (arguments, extraFiles) = InspectCommand.separateFiles(Array(CommandLine.arguments.dropFirst()))
+            var command = try NVBuild.parseAsRoot(arguments)
+            if var inspect = command as? InspectCommand, !extraFiles.isEmpty {
+                inspect.files += extraFiles
+                command = inspect
+            }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
