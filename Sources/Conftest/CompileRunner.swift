@@ -65,7 +65,18 @@ public struct CompileRunner: Sendable {
             cache?.store(step: key, ok: true, output: first.standardError, dependencies: deps)
             return (true, first.standardError)
         }
-        let second = try await runner.run(base + ["-MG", "presence.c"], workingDirectory: directory)
+        // -H lists every header opened, also when the run fails: the inputs of that verdict.
+        let second = try await runner.run(base + ["-MG", "-H", "presence.c"], workingDirectory: directory)
+        if !second.succeeded {
+            let opened = second.standardError.split(separator: "\n").compactMap { line -> String? in
+                guard line.hasPrefix("."), let space = line.firstIndex(of: " ") else { return nil }
+                let path = String(line[line.index(after: space)...])
+                return path.hasPrefix("/") ? path : nil
+            }
+            if !opened.isEmpty {
+                cache?.store(step: key, ok: true, output: first.standardError, dependencies: opened)
+            }
+        }
         if second.succeeded {
             let deps = ResultCache.dependencies(fromMakeRule: second.standardOutput, directory: directory)
                 .filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }

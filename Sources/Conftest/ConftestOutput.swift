@@ -64,10 +64,14 @@ public enum ConftestOutput {
             if path.hasPrefix("compile-tests/") { return 3 }
             return 4
         }
+        // Nothing changed since the last write: leave the files (and their timestamps) alone.
+        if all.allSatisfy({ FileManager.default.contents(atPath: directory + "/" + $0.path) == Data($0.content.utf8) }) {
+            return
+        }
         for (path, content) in all.sorted(by: { rank($0.path) < rank($1.path) }) {
             let full = directory + "/" + path
             do {
-                try AtomicFile.write(content, to: full)
+                try AtomicFile.write(content, to: full, durable: false)
             } catch {
                 throw UserError(.environment, "\(full): cannot write (\(error)); choose a writable --output directory")
             }

@@ -73,19 +73,19 @@ public enum Evaluation {
             }
             return finish([], "no result rule matched the probe outcomes: nothing emitted")
         case .exportPresent(let symbol):
-            let found = symvers.contains { exportLine($0, symbol: symbol, gplOnly: false) }
+            let found = linesNaming(symbol, in: symvers).contains { exportLine($0, symbol: symbol, gplOnly: false) }
             return finish(["#define \(macro) \(found ? 1 : 0)"], found
                 ? "Module.symvers exports \(symbol) → 1"
                 : "Module.symvers does not export \(symbol) → 0")
         case .exportGPL(let symbol):
-            let found = symvers.contains { exportLine($0, symbol: symbol, gplOnly: true) }
+            let found = linesNaming(symbol, in: symvers).contains { exportLine($0, symbol: symbol, gplOnly: true) }
             return finish(["#define \(macro) \(found ? 1 : 0)"], found
                 ? "Module.symvers exports \(symbol) GPL-only without a namespace → 1"
                 : "Module.symvers has no GPL-only, namespace-free export of \(symbol) → 0")
         case .exportsAll(let symbols):
             for path in symversCandidates(definition) {
                 guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
-                let lines = text.split(separator: "\n").map(String.init)
+                let lines = text.split(separator: "\n").filter { line in symbols.contains { line.contains("\t" + $0 + "\t") } }.map(String.init)
                 if symbols.allSatisfy({ s in lines.contains { exportLine($0, symbol: s, gplOnly: false) } }) {
                     return finish([defined], "\(path) exports \(symbols.joined(separator: " and ")) → defined")
                 }
@@ -99,6 +99,13 @@ public enum Evaluation {
             return finish([value.isEmpty ? undefined : "#define \(macro) \(value)"],
                 value.isEmpty ? "\(variable) is not set → undefined" : "\(variable)=\(value) → defined to its value")
         }
+    }
+
+    /// The Module.symvers lines whose symbol field is `symbol` (a cheap textual
+    /// pre-filter; exportLine then checks the fields).
+    static func linesNaming(_ symbol: String, in lines: [String]) -> [String] {
+        let needle = "\t" + symbol + "\t"
+        return lines.filter { $0.contains(needle) }
     }
 
     /// Whether a Module.symvers line exports `symbol` (any EXPORT_SYMBOL* type), or, for

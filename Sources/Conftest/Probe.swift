@@ -35,6 +35,8 @@ public struct ProbeReport: Sendable, Codable {
     public var requests: [String: [String]]
     public var patchFiles: [String]
     public var seconds: Double
+    /// Seconds spent in each phase, for --verbose and benchmarks.
+    public var phaseSeconds: [String: Double]
     public var compiles: Int
     public var cachedCompiles: Int
 
@@ -93,6 +95,12 @@ public enum Prober {
     /// Runs the whole probe. Throws UserError for environment problems and failed sanity checks.
     public static func run(_ options: ProbeOptions, progress: @escaping ProbeProgress = { _, _, _ in }) async throws -> ProbeReport {
         let start = Date()
+        var phases: [String: Double] = [:]
+        var mark = Date()
+        func lap(_ name: String) {
+            phases[name] = Date().timeIntervalSince(mark)
+            mark = Date()
+        }
         let kernel = options.kernel
         let env = options.environment
         let compiler = ConftestFlags.compilerCommand(kernel: kernel, override: options.compilerOverride, environment: env)
@@ -117,6 +125,7 @@ public enum Prober {
         let checker = SanityChecker(kernel: kernel, compiler: compiler, environment: env, scratch: scratch,
                                     cache: cache, compilerIdentity: identity)
         let sanity = try await checker.runAll(config: config)
+        lap("sanity")
         if let failed = sanity.first(where: { $0.failure != nil }) {
             throw UserError(.failed, "\(failed.check.rawValue) failed for \(kernel.release): \(failed.failure!)")
         }
@@ -146,6 +155,7 @@ public enum Prober {
             return ProbeReport.HeaderPresenceResult(header: header, macro: DriverTree.presenceMacro(for: header), present: result.present)
         }
         progress(.headers, headers.count, headers.count)
+        lap("flags+headers")
         let uts = try await runner.utsRelease(cache: cache, identity: identity)
         let preamble = ProbeSource.preamble(headerPresenceLines: presence.map(\.line))
 
@@ -200,6 +210,7 @@ public enum Prober {
                 uncached.append(i)
             }
         }
+        lap("plan+cache")
         let compilerGroups = GroupedCompiler(runner: runner, preamble: preamble)
         let pendingUnits = uncached.map { units[$0] }
         let batches = compilerGroups.plan(pendingUnits)
@@ -224,13 +235,29 @@ public enum Prober {
                                            command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"))
             }
         }
+        lap("compile")
         var byTest: [String: [String: ProbeOutcome]] = [:]
         for (u, outcome) in zip(units, outcomes) { byTest[u.test, default: [:]][u.probe] = outcome! }
         let compiledCount = outcomes.filter { $0?.cached == false }.count
         let cachedCount = outcomes.filter { $0?.cached == true }.count
 
         let symversPaths = [kernel.moduleSymversPath] + ["/usr/src/nvidia/nvidia-public/Module.symvers"].filter { FileManager.default.fileExists(atPath: $0) }
-        let symvers = symversPaths.flatMap { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init) }
+        // Only lines naming a requested symbol matter; the kernel's list has ~30,000.
+        var wanted = Set<String>()
+        for (_, def) in planned {
+            if case .exportPresent(let s) = def.check { wanted.insert(s) }
+            if case .exportGPL(let s) = def.check { wanted.insert(s) }
+        }
+        var symvers: [String] = []
+        for path in symversPaths {
+            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            for line in text.utf8.split(separator: UInt8(ascii: "\n")) {
+                let fields = line.split(separator: UInt8(ascii: "\t"), maxSplits: 2, omittingEmptySubsequences: false)
+                if fields.count >= 2, wanted.contains(String(decoding: fields[1], as: UTF8.self)) {
+                    symvers.append(String(decoding: line, as: UTF8.self))
+                }
+            }
+        }
         let presenceMacros = Set(presence.filter { !$0.present }.map(\.macro))
         var results: [String: TestResult] = [:]
         for (name, def) in planned {
@@ -279,13 +306,14 @@ public enum Prober {
             progress(.delegated, missing.count, missing.count)
         }
 
+        cache?.flush()
         var requests: [String: [String]] = [:]
         for (header, list) in options.tree.requests { requests[header.rawValue] = list }
         return ProbeReport(
             kernel: kernel, treePath: options.tree.path, driverVersion: options.tree.driverVersion,
             compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, utsRelease: uts,
             tests: requested.compactMap { results[$0] }, requests: requests, patchFiles: options.tree.patchFiles,
-            seconds: Date().timeIntervalSince(start), compiles: compiledCount,
+            seconds: Date().timeIntervalSince(start), phaseSeconds: phases, compiles: compiledCount,
             cachedCompiles: cachedCount
         )
     }

@@ -39,6 +39,7 @@ public final class ResultCache: @unchecked Sendable {
         } catch {
             throw UserError(.environment, "\(directory): cannot create the cache directory (\(error.localizedDescription)); pick another with --cache-dir or pass --no-cache")
         }
+        loadStatIndex()
     }
 
     /// `--cache-dir`, else NVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/nvbuild, else ~/.cache/nvbuild.
@@ -94,10 +95,27 @@ public final class ResultCache: @unchecked Sendable {
         var hasher = SHA256()
         hasher.update(data: Data("nvbuild-compile-v3\n".utf8))
         hasher.update(data: Data(context.compilerIdentity.utf8))
-        for flag in Self.keyFlags(context.flags) { hasher.update(data: Data((normalize(flag) + "\u{0}").utf8)) }
+        hasher.update(data: Data(normalizedFlags(context.flags).utf8))
         hasher.update(data: Data(source.utf8))
         for file in files { hasher.update(data: Data((file.name + "\u{0}" + file.content + "\u{0}").utf8)) }
         return hasher.finalize().hexString
+    }
+
+    private var normalizedFlagsMemo: (flags: [String], text: String)?
+
+    /// The flags as they enter keys, computed once per run.
+    func normalizedFlags(_ flags: [String]) -> String {
+        lock.lock()
+        if let memo = normalizedFlagsMemo, memo.flags == flags {
+            lock.unlock()
+            return memo.text
+        }
+        lock.unlock()
+        let text = Self.keyFlags(flags).map { normalize($0) + "\u{0}" }.joined()
+        lock.lock()
+        normalizedFlagsMemo = (flags, text)
+        lock.unlock()
+        return text
     }
 
     func stepKey(_ key: String) -> String {
@@ -190,10 +208,10 @@ public final class ResultCache: @unchecked Sendable {
             SHA256.hash(data: Data(text.utf8)).hexString == id
         {
             valid = true
-            for entry in text.split(separator: "\n") {
+            for entry in text.utf8.split(separator: UInt8(ascii: "\n")) {
                 guard entry.count > 65 else { valid = false; break }
-                let hash = entry.prefix(64)
-                let path = expand(String(entry.dropFirst(65)))
+                let hash = Substring(entry.prefix(64))
+                let path = expand(String(Substring(entry.dropFirst(65))))
                 if hashOfFile(path).map({ $0 == hash }) != true {
                     valid = false
                     break
@@ -206,7 +224,9 @@ public final class ResultCache: @unchecked Sendable {
         return valid
     }
 
-    /// The file's SHA-256, computed once per run.
+    /// The file's SHA-256, computed once per run; across runs a file whose inode, size,
+    /// mtime and ctime are unchanged keeps its recorded hash (as git's index does), so a
+    /// warm probe reads no header at all.
     func hashOfFile(_ path: String) -> String? {
         lock.lock()
         if let h = fileHashes[path] {
@@ -214,11 +234,62 @@ public final class ResultCache: @unchecked Sendable {
             return h
         }
         lock.unlock()
-        let h = FileManager.default.contents(atPath: path).map { SHA256.hash(data: $0).hexString }
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            lock.lock()
+            fileHashes[path] = .some(nil)
+            lock.unlock()
+            return nil
+        }
+        let signature = "\(st.st_dev) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
+        lock.lock()
+        let known = statIndex[path]
+        lock.unlock()
+        var h: String?
+        // A file changed within the last two seconds could change again within the
+        // timestamp granularity: hash it, and do not remember it.
+        let settled = Double(st.st_mtim.tv_sec) < Date().timeIntervalSince1970 - 2
+        if let known, known.signature == signature, settled {
+            h = known.hash
+        } else {
+            h = FileManager.default.contents(atPath: path).map { SHA256.hash(data: $0).hexString }
+            if let h, settled {
+                lock.lock()
+                statIndex[path] = (signature, h)
+                statIndexChanged = true
+                lock.unlock()
+            }
+        }
         lock.lock()
         fileHashes[path] = h
         lock.unlock()
         return h
+    }
+
+    private var statIndex: [String: (signature: String, hash: String)] = [:]
+    private var statIndexChanged = false
+    private var statIndexPath: String { directory + "/file-index" }
+
+    private func loadStatIndex() {
+        guard let text = Self.unsealed(FileManager.default.contents(atPath: statIndexPath)) else { return }
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: "\t", maxSplits: 2)
+            guard fields.count == 3, fields[1].count == 64 else { continue }
+            statIndex[String(fields[0])] = (String(fields[2]), String(fields[1]))
+        }
+    }
+
+    /// Writes the file-hash index back when this run learned something new.
+    public func flush() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard statIndexChanged else { return }
+        var text = ""
+        for (path, entry) in statIndex where !path.contains("\t") && !path.contains("\n") {
+            text += "\(path)\t\(entry.hash)\t\(entry.signature)\n"
+        }
+        try? AtomicFile.write(Self.sealed(text), to: statIndexPath)
+        statIndexChanged = false
     }
 
     /// Appends a checksum line so any truncation or corruption is detected.
@@ -227,7 +298,7 @@ public final class ResultCache: @unchecked Sendable {
     }
 
     static func unsealed(_ data: Data?) -> String? {
-        guard let data, data.count > 74 else { return nil }
+        guard let data, data.count >= 74 else { return nil }
         let tail = data.suffix(74)  // "checksum " + 64 hex + "\n"
         guard tail.prefix(9) == Data("checksum ".utf8), tail.last == UInt8(ascii: "\n") else { return nil }
         let body = data.prefix(data.count - 74)

@@ -43,6 +43,18 @@ public struct ModuleSymvers: Sendable {
         self.index = index
     }
 
+    /// Whether the file at `path` lists at least one vmlinux export, without parsing every line.
+    public static func hasVmlinuxExports(at path: String) -> Bool? {
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        return data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Bool in
+            for line in raw.split(separator: UInt8(ascii: "\n")) {
+                let fields = line.split(separator: UInt8(ascii: "\t"), maxSplits: 3, omittingEmptySubsequences: false)
+                if fields.count >= 3, fields[2].starts(with: "vmlinux".utf8) { return true }
+            }
+            return false
+        }
+    }
+
     public init(contentsOf path: String) throws {
         self.init(parsing: try String(contentsOfFile: path, encoding: .utf8))
     }

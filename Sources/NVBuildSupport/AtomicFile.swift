@@ -4,7 +4,10 @@ import Foundation
 /// the old content or the new, never a mix: write a temporary sibling, fsync,
 /// then rename over the target.
 public enum AtomicFile {
-    public static func write(_ data: Data, to path: String) throws {
+    /// `durable` also survives a power loss (fsync before the rename); without it the
+    /// file is still old or new after an interrupted run, which is what generated
+    /// files need, at a fraction of the cost.
+    public static func write(_ data: Data, to path: String, durable: Bool = true) throws {
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -28,14 +31,14 @@ public enum AtomicFile {
                 offset += n
             }
         }
-        fsync(fd)
+        if durable { fsync(fd) }
         close(fd)
         guard rename(temporary, path) == 0 else { throw AtomicFileError.cannotRename(temporary, path, errno) }
         ok = true
     }
 
-    public static func write(_ text: String, to path: String) throws {
-        try write(Data(text.utf8), to: path)
+    public static func write(_ text: String, to path: String, durable: Bool = true) throws {
+        try write(Data(text.utf8), to: path, durable: durable)
     }
 }
 

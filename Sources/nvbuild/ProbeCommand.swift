@@ -99,8 +99,8 @@ struct RunProbe: AsyncParsableCommand {
 
     func run() async throws {
         let (target, note) = try kernel.resolve()
-        if let note, !quiet, !json { Terminal.note(note) }
         let options = try probe.options(kernel: target)
+        if let note, !quiet, !json { Terminal.note(note) }
         let bar = ProgressBar(enabled: !quiet && !json)
         let report = try await Prober.run(options) { phase, done, total in bar.update(phase.rawValue, done, total) }
         bar.finish()
@@ -111,6 +111,7 @@ struct RunProbe: AsyncParsableCommand {
             return
         }
         if verbose {
+            Terminal.out("phases: " + report.phaseSeconds.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value)) s" }.joined(separator: ", "))
             for t in report.tests {
                 Terminal.out("\(t.name): \(t.lines.joined(separator: "; "))")
                 Terminal.out("    \(t.reasoning)")
