@@ -9,6 +9,8 @@ public struct CompileRunner: Sendable {
     public var runner: ProcessRunner
     /// A private scratch directory this run owns (removed by the caller).
     public var scratch: String
+    /// How many compiler processes this runner started (for reports and benchmarks).
+    let runs = Counter()
 
     public init(compiler: [String], flags: [String], scratch: String, runner: ProcessRunner = ProcessRunner()) {
         self.compiler = compiler
@@ -19,11 +21,45 @@ public struct CompileRunner: Sendable {
 
     /// The exact command line of a compile in `directory` (the private dir is
     /// on the include path so auxiliary files resolve like conftest.sh's).
-    public func compileCommand(directory: String) -> [String] {
-        compiler + flags + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", "conftest.c", "-o", "conftest.o"]
+    public func compileCommand(directory: String, flags override: [String]? = nil) -> [String] {
+        compiler + (override ?? flags) + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", "conftest.c", "-o", "conftest.o"]
     }
 
-    public func compile(id: String, source: String, files: [TestDefinition.AuxiliaryFile]) async throws -> (compiled: Bool, diagnostics: String, command: [String], dependencies: [String]) {
+    /// The flags for compiles that start from a precompiled header: the `-include`d
+    /// autoconf header moves into the precompiled text (where gcc would have read it
+    /// first anyway), because gcc uses a PCH only as the very first input.
+    var flagsWithoutForcedIncludes: (flags: [String], forced: [String]) {
+        var out: [String] = []
+        var forced: [String] = []
+        var i = 0
+        while i < flags.count {
+            if flags[i] == "-include", i + 1 < flags.count {
+                forced.append(flags[i + 1])
+                i += 2
+                continue
+            }
+            out.append(flags[i])
+            i += 1
+        }
+        return (out, forced)
+    }
+
+    /// Builds `<directory>/prefix.h.gch` from `text`; nil when gcc cannot precompile it.
+    public func precompile(id: String, text: String) async throws -> (header: String, dependencies: [String])? {
+        let directory = "\(scratch)/\(id)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let (pchFlags, forced) = flagsWithoutForcedIncludes
+        let header = forced.map { "#include \"\($0)\"\n" }.joined() + text
+        try Data(header.utf8).write(to: URL(fileURLWithPath: directory + "/prefix.h"))
+        _ = runs.increment()
+        let output = try await runner.run(compiler + pchFlags + ["-MD", "-MF", "prefix.d", "-x", "c-header", "prefix.h", "-o", "prefix.h.gch"], workingDirectory: directory)
+        guard output.succeeded, FileManager.default.fileExists(atPath: directory + "/prefix.h.gch") else { return nil }
+        let rule = (try? String(contentsOfFile: directory + "/prefix.d", encoding: .utf8)) ?? ""
+        let deps = ResultCache.dependencies(fromMakeRule: rule, directory: directory).filter { !$0.hasPrefix(directory + "/") }
+        return (directory + "/prefix.h", deps)
+    }
+
+    public func compile(id: String, source: String, files: [TestDefinition.AuxiliaryFile], precompiled: Bool = false) async throws -> (compiled: Bool, diagnostics: String, command: [String], dependencies: [String]) {
         let directory = "\(scratch)/\(id)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -31,12 +67,13 @@ public struct CompileRunner: Sendable {
         for file in files {
             try Data(file.content.utf8).write(to: URL(fileURLWithPath: directory + "/" + file.name))
         }
-        let command = compileCommand(directory: directory)
+        let command = compileCommand(directory: directory, flags: precompiled ? flagsWithoutForcedIncludes.flags : nil)
+        _ = runs.increment()
         let output = try await runner.run(command, workingDirectory: directory)
         let compiled = output.succeeded && FileManager.default.fileExists(atPath: directory + "/conftest.o")
         let rule = (try? String(contentsOfFile: directory + "/conftest.d", encoding: .utf8)) ?? ""
         let dependencies = ResultCache.dependencies(fromMakeRule: rule, directory: directory)
-            .filter { !$0.hasPrefix(directory + "/") }
+            .filter { !$0.hasPrefix(directory + "/") && !$0.hasPrefix(scratch + "/") }
         return (compiled, output.standardError, command, dependencies)
     }
 

@@ -66,6 +66,9 @@ public struct ProbeOptions: Sendable {
     public var cache: ResultCache?
     /// Share translation units between compile probes with identical includes (exact; see GroupedCompiler).
     public var grouping: Bool = true
+    /// Parse include prefixes shared by several compiles once, as gcc precompiled headers.
+    /// Exact, but off by default: building the headers cost as much as it saved here.
+    public var precompiledHeaders: Bool = false
 
     public init(tree: DriverTree, kernel: KernelTarget, catalog: Catalog, jobs: Int, environment: [String: String],
                 compilerOverride: String? = nil, strict: Bool = false, onlyTests: Set<String>? = nil, cache: ResultCache? = nil) {
@@ -182,7 +185,8 @@ public enum Prober {
         var units: [CompileUnit] = []
         for (name, def) in planned {
             for part in ProbeSource.units(of: def) {
-                units.append(CompileUnit(test: name, probe: part.name, includes: part.includes, body: part.body,
+                units.append(CompileUnit(test: name, probe: part.name, includes: part.includes,
+                                         includeItems: def.includes.map(\.text), body: part.body,
                                          files: def.files, groupToken: options.grouping ? part.token : nil))
             }
         }
@@ -214,9 +218,22 @@ public enum Prober {
         let compilerGroups = GroupedCompiler(runner: runner, preamble: preamble)
         let pendingUnits = uncached.map { units[$0] }
         let batches = compilerGroups.plan(pendingUnits)
+        // Shared include prefixes are parsed once, into precompiled headers, before the batches.
+        let prefixOf = options.precompiledHeaders ? compilerGroups.precompiledPrefixes(batches, units: pendingUnits) : [:]
+        let distinctPrefixes = Array(Set(prefixOf.values))
+        let built = try await concurrentMap(Array(distinctPrefixes.enumerated()), limit: jobs) { item in
+            let (n, items) = item
+            let text = preamble + items.joined(separator: "\n") + "\n"
+            return try await runner.precompile(id: "pch\(n)", text: text).map { PrecompiledPrefix(header: $0.header, items: items.count, dependencies: $0.dependencies) }
+        }
+        var builtPrefixes: [[String]: PrecompiledPrefix] = [:]
+        for (items, pch) in zip(distinctPrefixes, built) { if let pch { builtPrefixes[items] = pch } }
+        let prefixes = builtPrefixes
+        lap("precompile")
         let batchResults = try await concurrentMap(Array(batches.enumerated()), limit: jobs) { item in
             let (n, batch) = item
-            let results = try await compilerGroups.compile(batch, units: pendingUnits, id: "batch\(n)")
+            let pch = prefixOf[n].flatMap { prefixes[$0] }
+            let results = try await compilerGroups.compile(batch, units: pendingUnits, id: "batch\(n)", precompiled: pch)
             for _ in batch { progress(.tests, counter.increment(), total) }
             return results
         }
@@ -236,6 +253,7 @@ public enum Prober {
             }
         }
         lap("compile")
+        phases["compiler runs"] = Double(runner.runs.increment() - 1)
         var byTest: [String: [String: ProbeOutcome]] = [:]
         for (u, outcome) in zip(units, outcomes) { byTest[u.test, default: [:]][u.probe] = outcome! }
         let compiledCount = outcomes.filter { $0?.cached == false }.count

@@ -51,6 +51,12 @@ struct ProbeOptionsGroup: ParsableArguments {
     @Flag(help: "Do not read or write the result cache.")
     var noCache = false
 
+    @Flag(help: ArgumentHelp("Compile every probe in its own translation unit (no grouping), as conftest.sh does.", visibility: .hidden))
+    var noGrouping = false
+
+    @Flag(help: ArgumentHelp("Precompile include prefixes shared by several compiles (measured: no net gain on 2 cores).", visibility: .hidden))
+    var precompiledHeaders = false
+
     @Flag(help: "Fail if the tree requests a test the catalog lacks instead of delegating it to the tree's conftest.sh.")
     var strict = false
 
@@ -75,8 +81,11 @@ struct ProbeOptionsGroup: ParsableArguments {
                                        modules: list(modules) ?? list(env["NV_KERNEL_MODULES"]),
                                        excluded: list(exclude) ?? list(env["NV_EXCLUDE_KERNEL_MODULES"]) ?? [])
         let cache = noCache ? nil : try ResultCache(directory: cacheDir ?? ResultCache.defaultDirectory(environment: env))
-        return ProbeOptions(tree: tree, kernel: kernel, catalog: try loadCatalog(), jobs: jobs, environment: env,
-                            compilerOverride: cc, strict: strict, onlyTests: only, cache: cache)
+        var options = ProbeOptions(tree: tree, kernel: kernel, catalog: try loadCatalog(), jobs: jobs, environment: env,
+                                   compilerOverride: cc, strict: strict, onlyTests: only, cache: cache)
+        options.grouping = !noGrouping
+        options.precompiledHeaders = precompiledHeaders
+        return options
     }
 }
 
