@@ -68,3 +68,90 @@ public struct ModuleSymvers: Sendable {
         exports.contains { $0.module.hasPrefix("vmlinux") }
     }
 }
+
+extension ModuleSymvers {
+    /// Calls `body` for each export of a Module.symvers text in file order, with the
+    /// rules of `init(parsing:)`, keeping nothing: for readers of the kernel's tens of
+    /// thousands of exports. ASCII text without carriage returns (every file modpost
+    /// writes) is split byte by byte; anything else takes the `init(parsing:)` path.
+    public static func forEachExport(in text: String, _ body: (SymbolExport) throws -> Void) rethrows {
+        var text = text
+        let handled = try text.withUTF8 { bytes -> Bool in
+            // Character-wise splitting treats "\r\n" and non-ASCII clusters specially.
+            guard !bytes.contains(where: { $0 >= 0x80 || $0 == UInt8(ascii: "\r") }) else { return false }
+            try forEachExportLine(in: UnsafeRawBufferPointer(bytes), body)
+            return true
+        }
+        if !handled {
+            for export in ModuleSymvers(parsing: text).exports { try body(export) }
+        }
+    }
+
+    private static let exportSymbolType = "EXPORT_SYMBOL"
+    private static let exportSymbolGPLType = "EXPORT_SYMBOL_GPL"
+
+    private static func forEachExportLine(in bytes: UnsafeRawBufferPointer, _ body: (SymbolExport) throws -> Void) rethrows {
+        let newline = UInt8(ascii: "\n")
+        let tab = UInt8(ascii: "\t")
+        var lineStart = 0
+        while lineStart < bytes.count {
+            let lineEnd = bytes[lineStart...].firstIndex(of: newline) ?? bytes.count
+            defer { lineStart = lineEnd + 1 }
+            if lineEnd == lineStart { continue }
+            // Up to five fields are used; a sixth and later ones only count.
+            var fields: [Range<Int>] = []
+            fields.reserveCapacity(5)
+            var fieldStart = lineStart
+            var fieldCount = 0
+            for index in lineStart...lineEnd where index == lineEnd || bytes[index] == tab {
+                if fields.count < 5 { fields.append(fieldStart..<index) }
+                fieldCount += 1
+                fieldStart = index + 1
+            }
+            guard fieldCount >= 4 else { continue }
+            func text(_ range: Range<Int>) -> String {
+                String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+            }
+            let typeBytes = bytes[fields[3]]
+            let exportType =
+                typeBytes.elementsEqual(exportSymbolType.utf8) ? exportSymbolType
+                : typeBytes.elementsEqual(exportSymbolGPLType.utf8) ? exportSymbolGPLType : text(fields[3])
+            try body(SymbolExport(
+                crc: crc(bytes, fields[0]),
+                symbol: text(fields[1]),
+                module: text(fields[2]),
+                exportType: exportType,
+                namespace: fields.count > 4 && !fields[4].isEmpty ? text(fields[4]) : nil))
+        }
+    }
+
+    /// The CRC field as `init(parsing:)` reads it: an optional "0x", then hexadecimal;
+    /// 0 when it is not a number.
+    private static func crc(_ bytes: UnsafeRawBufferPointer, _ field: Range<Int>) -> UInt32 {
+        var digits = field
+        if digits.count >= 2, bytes[digits.lowerBound] == UInt8(ascii: "0"), bytes[digits.lowerBound + 1] == UInt8(ascii: "x") {
+            digits = (digits.lowerBound + 2)..<digits.upperBound
+        }
+        var value: UInt64 = 0
+        if (1...16).contains(digits.count) {
+            for index in digits {
+                let byte = bytes[index]
+                let digit: UInt8
+                switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = byte - UInt8(ascii: "0")
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = byte - UInt8(ascii: "a") + 10
+                case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = byte - UInt8(ascii: "A") + 10
+                default: return slowCRC(bytes, digits)
+                }
+                value = value << 4 | UInt64(digit)
+            }
+            return UInt32(truncatingIfNeeded: value)
+        }
+        return slowCRC(bytes, digits)
+    }
+
+    private static func slowCRC(_ bytes: UnsafeRawBufferPointer, _ digits: Range<Int>) -> UInt32 {
+        let text = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[digits]), as: UTF8.self)
+        return UInt32(truncatingIfNeeded: UInt64(text, radix: 16) ?? 0)
+    }
+}

@@ -8,12 +8,13 @@ public enum ModuleCompression: String, Sendable, Codable, CaseIterable {
 
     /// Recognises the format by magic bytes, as libkmod does, not by the file name.
     static func detect(_ bytes: UnsafeRawBufferPointer) -> ModuleCompression {
-        func starts(_ magic: [UInt8]) -> Bool {
-            bytes.count >= magic.count && zip(bytes, magic).allSatisfy { $0 == $1 }
+        // Byte comparisons, no arrays: this runs once per module file.
+        let count = bytes.count
+        if count >= 6, bytes[0] == 0xFD, bytes[1] == 0x37, bytes[2] == 0x7A, bytes[3] == 0x58, bytes[4] == 0x5A, bytes[5] == 0x00 {
+            return .xz
         }
-        if starts([0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]) { return .xz }
-        if starts([0x28, 0xB5, 0x2F, 0xFD]) { return .zstd }
-        if starts([0x1F, 0x8B]) { return .gzip }
+        if count >= 4, bytes[0] == 0x28, bytes[1] == 0xB5, bytes[2] == 0x2F, bytes[3] == 0xFD { return .zstd }
+        if count >= 2, bytes[0] == 0x1F, bytes[1] == 0x8B { return .gzip }
         return .none
     }
 }

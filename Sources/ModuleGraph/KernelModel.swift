@@ -62,7 +62,9 @@ public struct KernelModel: Sendable {
         // A module the distribution built with the kernel carries the kernel's vermagic,
         // struct module size and signer.
         let dep = (try? String(contentsOfFile: modulesDirectory + "/modules.dep", encoding: .utf8)) ?? ""
-        if let first = dep.split(separator: "\n").first.map({ String($0.prefix { $0 != ":" }) }) {
+        let firstLine = dep.drop { $0 == "\n" }.prefix { $0 != "\n" }
+        if !firstLine.isEmpty {
+            let first = String(firstLine.prefix { $0 != ":" })
             let reference = try tree.facts(ofFile: first.hasPrefix("/") ? first : modulesDirectory + "/" + first)
             vermagic = reference.vermagic
             structModuleSize = reference.thisModuleSize
@@ -75,10 +77,19 @@ public struct KernelModel: Sendable {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw UserError(.environment, "\(path): cannot read this Module.symvers; check the path")
         }
-        for export in ModuleSymvers(parsing: text).exports {
-            let owner = export.module == "vmlinux" ? "vmlinux" : Self.moduleName(fromPath: export.module)
+        // modpost writes about one line per 70 bytes.
+        exports.reserveCapacity(exports.count + text.utf8.count / 64)
+        // Lines come grouped by module: name each module once.
+        var previousModule: String?
+        var owner = ""
+        let withCRC = modversions
+        ModuleSymvers.forEachExport(in: text) { export in
+            if export.module != previousModule {
+                previousModule = export.module
+                owner = export.module == "vmlinux" ? "vmlinux" : Self.moduleName(fromPath: export.module)
+            }
             exports[export.symbol] = Export(
-                symbol: export.symbol, crc: modversions ? export.crc : nil, gplOnly: export.isGPLOnly,
+                symbol: export.symbol, crc: withCRC ? export.crc : nil, gplOnly: export.isGPLOnly,
                 namespace: export.namespace, owner: owner)
         }
     }
@@ -86,7 +97,9 @@ public struct KernelModel: Sendable {
     static func moduleName(fromPath path: String) -> String {
         var name = String(path.split(separator: "/").last ?? "")
         for suffix in [".xz", ".zst", ".gz", ".ko"] where name.hasSuffix(suffix) { name.removeLast(suffix.count) }
-        return name.replacingOccurrences(of: "-", with: "_")
+        guard name.utf8.contains(UInt8(ascii: "-")) else { return name }
+        guard name.utf8.allSatisfy({ $0 < 0x80 }) else { return name.replacingOccurrences(of: "-", with: "_") }
+        return String(decoding: name.utf8.map { $0 == UInt8(ascii: "-") ? UInt8(ascii: "_") : $0 }, as: UTF8.self)
     }
 
     func atLeast(_ major: Int, _ minor: Int) -> Bool {

@@ -20,13 +20,21 @@ extension ModuleTree {
         var plan = LoadPlan(loads: [], problems: [], builtin: [])
         if dependencies {
             var planned: Set<String> = []
+            // A module appears in the listing of every module that depends on it.
+            var names: [String: String] = [:]
             for listing in dependencyListings(for: arguments) {
                 if let error = listing.error { plan.problems.append(error) }
                 for action in listing.actions {
                     switch action.kind {
                     case .insmod:
                         guard let path = action.path else { continue }
-                        let name = moduleName(ofFile: path) ?? action.module
+                        let name: String
+                        if let known = names[path] {
+                            name = known
+                        } else {
+                            name = moduleName(ofFile: path) ?? action.module
+                            names[path] = name
+                        }
                         if planned.insert(name).inserted { plan.loads.append(PlannedLoad(name: name, path: path)) }
                     case .builtin:
                         if !plan.builtin.contains(action.module) { plan.builtin.append(action.module) }

@@ -60,8 +60,6 @@ public struct LoaderSimulation {
     private var taintedForced = false
     private var debugLocksOn = true
     private var warnedMissingVersion = false
-    /// `__versions` of the module being loaded, by symbol.
-    private var currentVersions: [String: UInt32] = [:]
 
     struct Loaded {
         var proprietary: Bool
@@ -79,7 +77,6 @@ public struct LoaderSimulation {
     public mutating func load(_ module: ModuleFacts) -> LoadResult {
         let name = module.name
         var messages: [String] = []
-        currentVersions = module.versionIndex
         func fail(_ errno: Int32) -> LoadResult {
             LoadResult(module: name, path: module.path, loads: false, errno: errno, messages: messages)
         }
@@ -100,7 +97,8 @@ public struct LoaderSimulation {
 
         // module_layout: the CRC of the kernel's module ABI, before vermagic.
         if kernel.modversions {
-            if !checkVersion(module, symbol: "module_layout", exportCRC: kernel.exports["module_layout"]?.crc, messages: &messages) {
+            let recorded = module.versions?.first { $0.symbol == "module_layout" }?.crc
+            if !checkVersion(module, symbol: "module_layout", recorded: recorded, exportCRC: kernel.exports["module_layout"]?.crc, messages: &messages) {
                 return fail(8)
             }
         }
@@ -152,7 +150,7 @@ public struct LoaderSimulation {
                         modulePropietary = true
                     }
                 }
-                if error == 0, !checkVersion(module, symbol: symbol, exportCRC: export.crc, messages: &messages) {
+                if error == 0, !checkVersion(module, symbol: symbol, recorded: undefined.versionCRC, exportCRC: export.crc, messages: &messages) {
                     error = 22
                 }
                 if error == 0, let namespace = export.namespace, !namespace.isEmpty,
@@ -212,13 +210,16 @@ public struct LoaderSimulation {
         }
     }
 
-    /// The kernel's check_version: true when the symbol may be used.
-    private mutating func checkVersion(_ module: ModuleFacts, symbol: String, exportCRC: UInt32?, messages: inout [String]) -> Bool {
+    /// The kernel's check_version: true when the symbol may be used. `recorded` is the
+    /// CRC of the module's first `__versions` entry for the symbol.
+    private mutating func checkVersion(
+        _ module: ModuleFacts, symbol: String, recorded: UInt32?, exportCRC: UInt32?, messages: inout [String]
+    ) -> Bool {
         guard let exportCRC else { return true }
         guard module.versions != nil else {
             return forceLoad(module.name, reason: "no versions for imported symbols", messages: &messages)
         }
-        if let crc = currentVersions[symbol] {
+        if let crc = recorded {
             if crc == exportCRC { return true }
             messages.append("\(module.name): disagrees about version of symbol \(symbol)")
             return false

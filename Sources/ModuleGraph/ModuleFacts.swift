@@ -1,6 +1,6 @@
-import CKmod
 import CLzma
 import Foundation
+import ModuleELF
 import NVBuildSupport
 
 /// What the kernel's loader looks at in one module file, read through libkmod
@@ -38,141 +38,377 @@ public struct ModuleFacts: Sendable, Equatable, Codable {
     public struct UndefinedSymbol: Sendable, Equatable, Codable {
         public var symbol: String
         public var weak: Bool
+        /// The CRC of the first `__versions` entry of this name; nil when there is none.
+        public var versionCRC: UInt32?
     }
 
     /// `__versions` by symbol (the first entry wins, as in the kernel's linear search).
-    public var versionIndex: [String: UInt32] {
+    public var versionIndex: [String: UInt32] { Self.index(versions) }
+
+    static func index(_ versions: [SymbolVersion]?) -> [String: UInt32] {
         var index: [String: UInt32] = [:]
+        index.reserveCapacity(versions?.count ?? 0)
         for entry in versions ?? [] where index[entry.symbol] == nil { index[entry.symbol] = entry.crc }
         return index
     }
 }
 
 extension ModuleTree {
-    /// Reads the loader-relevant facts of a module file.
+    /// Reads the loader-relevant facts of a module file (see `ModuleFacts.read`).
+    public func facts(ofFile path: String, kernelLayoutCRC: UInt32? = nil) throws -> ModuleFacts {
+        try ModuleFacts.read(path: path, kernelLayoutCRC: kernelLayoutCRC)
+    }
+}
+
+extension ModuleFacts {
+    /// Reads the loader-relevant facts of a module file, exactly as libkmod reports
+    /// them (modinfo, `__versions`, dependency symbols, exported symbols, signer),
+    /// from one mapping or decompression of the file and without a libkmod context:
+    /// libkmod's `get_info` also renders every signature as hex, which dominated
+    /// verify's time.
     /// When `kernelLayoutCRC` is given and the module's `module_layout` CRC equals
     /// it, the struct module size is not read: that CRC hashes the full definition
-    /// of struct module, so equal CRCs mean equal sizes (and a .ko.xz need not be
-    /// decompressed a second time).
-    public func facts(ofFile path: String, kernelLayoutCRC: UInt32? = nil) throws -> ModuleFacts {
-        var module: OpaquePointer?
-        guard FileManager.default.isReadableFile(atPath: path), kmod_module_new_from_path(context, path, &module) >= 0,
-            let module
-        else {
-            throw UserError(.environment, "\(path): cannot read this module file; check the path and its permissions")
-        }
-        defer { kmod_module_unref(module) }
-        var info: [(String, String)] = []
-        var list: OpaquePointer?
-        let infoStatus = kmod_module_get_info(module, &list)
-        guard infoStatus >= 0 else {
-            throw UserError(.environment, "\(path): not a kernel module (libkmod could not read its .modinfo: \(String(cString: strerror(-infoStatus))))")
-        }
-        if let list {
-            var entry: OpaquePointer? = list
-            while let current = entry {
-                let key = String(cString: kmod_module_info_get_key(current))
-                let value = kmod_module_info_get_value(current).map { String(cString: $0) } ?? ""
-                info.append((key, value))
-                entry = kmod_list_next(list, current)
+    /// of struct module, so equal CRCs mean equal sizes.
+    public static func read(path: String, kernelLayoutCRC: UInt32? = nil) throws -> ModuleFacts {
+        do {
+            return try ModuleImage.withImage(path: path) { image, _ in
+                try read(image: image, path: path, kernelLayoutCRC: kernelLayoutCRC)
             }
-            kmod_module_info_free_list(list)
+        } catch let error as ModuleReadError {
+            switch error.problem {
+            case .unreadable, .notRegularFile:
+                throw UserError(.environment, "\(path): cannot read this module file; check the path and its permissions")
+            default:
+                throw UserError(.environment, "\(path): not a kernel module (\(error.detail))")
+            }
         }
-        func values(_ key: String) -> [String] { info.filter { $0.0 == key }.map(\.1) }
-        let fileName = String(cString: kmod_module_get_name(module))
+    }
 
-        var versions: [ModuleFacts.SymbolVersion]?
-        var versionList: OpaquePointer?
-        if kmod_module_get_versions(module, &versionList) >= 0, let versionList {
-            var collected: [ModuleFacts.SymbolVersion] = []
-            var entry: OpaquePointer? = versionList
-            while let current = entry {
-                collected.append(.init(
-                    symbol: String(cString: kmod_module_version_get_symbol(current)),
-                    crc: UInt32(truncatingIfNeeded: kmod_module_version_get_crc(current))))
-                entry = kmod_list_next(versionList, current)
-            }
-            kmod_module_versions_free_list(versionList)
-            versions = collected
+    static func read(image: UnsafeRawBufferPointer, path: String, kernelLayoutCRC: UInt32?) throws -> ModuleFacts {
+        guard let elf = KmodELF(image) else {
+            throw UserError(.environment, "\(path): not a kernel module (no valid ELF header and section table); pass a .ko file")
         }
-
-        var undefined: [ModuleFacts.UndefinedSymbol] = []
-        var dependencyList: OpaquePointer?
-        if kmod_module_get_dependency_symbols(module, &dependencyList) >= 0, let dependencyList {
-            var entry: OpaquePointer? = dependencyList
-            while let current = entry {
-                undefined.append(.init(
-                    symbol: String(cString: kmod_module_dependency_symbol_get_symbol(current)),
-                    weak: kmod_module_dependency_symbol_get_bind(current) == Int32(KMOD_SYMBOL_WEAK.rawValue)))
-                entry = kmod_list_next(dependencyList, current)
+        guard let modinfo = elf.section(named: ".modinfo") else {
+            throw UserError(.environment, "\(path): not a kernel module (it has no .modinfo section)")
+        }
+        var info: [(key: ArraySlice<UInt8>, value: String)] = []
+        for string in KmodELF.strings(modinfo) {
+            if let equals = string.firstIndex(of: UInt8(ascii: "=")) {
+                info.append((ArraySlice(string[..<equals]), String(decoding: string[(equals + 1)...], as: UTF8.self)))
+            } else {
+                info.append((ArraySlice(string), ""))
             }
-            kmod_module_dependency_symbols_free_list(dependencyList)
+        }
+        if let signature = ModuleImage.signature(in: image) {
+            info.append((ArraySlice("signer".utf8), signature.signer))
+        }
+        func values(_ key: StaticString) -> [String] {
+            let wanted = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+            return info.filter { $0.key.elementsEqual(wanted) }.map(\.value)
+        }
+        func first(_ key: StaticString) -> String? {
+            let wanted = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+            return info.first { $0.key.elementsEqual(wanted) }?.value
         }
 
-        var exports: [ModuleFacts.ExportedSymbol] = []
-        var symbolList: OpaquePointer?
-        if kmod_module_get_symbols(module, &symbolList) >= 0, let symbolList {
-            var entry: OpaquePointer? = symbolList
-            while let current = entry {
-                exports.append(.init(
-                    symbol: String(cString: kmod_module_symbol_get_symbol(current)),
-                    crc: UInt32(truncatingIfNeeded: kmod_module_symbol_get_crc(current))))
-                entry = kmod_list_next(symbolList, current)
-            }
-            kmod_module_symbols_free_list(symbolList)
+        let (versions, dependencies) = elf.versionsAndDependencies()
+        let thisModuleSize: Int?
+        if let kernelLayoutCRC, versions?.first(where: { $0.symbol == "module_layout" })?.crc == kernelLayoutCRC {
+            thisModuleSize = nil
+        } else {
+            thisModuleSize = ModuleSections.size(of: ".gnu.linkonce.this_module", inImage: image)
         }
-
         return ModuleFacts(
             path: path,
-            name: values("name").first ?? fileName,
-            license: values("license").first,
-            vermagic: values("vermagic").first,
-            intree: !values("intree").isEmpty,
-            depends: values("depends").first.map { $0.split(separator: ",").map(String.init) } ?? [],
+            name: first("name") ?? fileModuleName(path),
+            license: first("license"),
+            vermagic: first("vermagic"),
+            intree: first("intree") != nil,
+            depends: first("depends").map { $0.split(separator: ",").map(String.init) } ?? [],
             importedNamespaces: values("import_ns"),
-            signer: values("signer").first.flatMap { $0.isEmpty ? nil : $0 },
+            signer: first("signer").flatMap { $0.isEmpty ? nil : $0 },
             versions: versions,
-            undefinedSymbols: undefined,
-            exports: exports,
-            thisModuleSize: kernelLayoutCRC != nil && versions?.first(where: { $0.symbol == "module_layout" })?.crc == kernelLayoutCRC
-                ? nil : try? ModuleSections.size(of: ".gnu.linkonce.this_module", inFile: path)
+            undefinedSymbols: dependencies,
+            exports: elf.exportedSymbols(),
+            thisModuleSize: thisModuleSize
         )
+    }
+
+    /// The name libkmod gives a module file: the base name up to its first dot, `-` as `_`.
+    static func fileModuleName(_ path: String) -> String {
+        let base = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).last ?? Substring(path).utf8[...]
+        let stem = base.prefix { $0 != UInt8(ascii: ".") }
+        return String(decoding: stem.map { $0 == UInt8(ascii: "-") ? UInt8(ascii: "_") : $0 }, as: UTF8.self)
+    }
+}
+
+/// An ELF image read with libkmod's rules (libkmod-elf.c of kmod 30): the same
+/// section lookup by name, the same tolerance of odd input, the same results,
+/// with every read bounds-checked against the image.
+struct KmodELF {
+    let bytes: UnsafeRawBufferPointer
+    let is64: Bool
+    let bigEndian: Bool
+    let sectionTable: Int
+    let sectionCount: Int
+    let headerSize: Int
+    private(set) var names: UnsafeRawBufferPointer
+
+    init?(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 16, bytes[0] == 0x7F, bytes[1] == 0x45, bytes[2] == 0x4C, bytes[3] == 0x46,
+            bytes[4] == 1 || bytes[4] == 2, bytes[5] == 1 || bytes[5] == 2
+        else { return nil }
+        let is64 = bytes[4] == 2
+        let bigEndian = bytes[5] == 2
+        guard bytes.count > (is64 ? 64 : 52) else { return nil }
+        func field(_ offset: Int, _ size: Int) -> UInt64 { Self.uint(bytes, bigEndian: bigEndian, offset, size) }
+        let entrySize = Int(field(is64 ? 0x3A : 0x2E, 2))
+        let count = Int(field(is64 ? 0x3C : 0x30, 2))
+        let table = Int(clamping: field(is64 ? 0x28 : 0x20, is64 ? 8 : 4))
+        guard entrySize == (is64 ? 64 : 40) else { return nil }
+        let (tableEnd, overflow) = table.addingReportingOverflow(entrySize * count)
+        guard !overflow, tableEnd <= bytes.count else { return nil }
+        self.bytes = bytes
+        self.is64 = is64
+        self.bigEndian = bigEndian
+        self.sectionTable = table
+        self.sectionCount = count
+        self.headerSize = entrySize
+        self.names = UnsafeRawBufferPointer(start: nil, count: 0)
+        // The section name table must end with a NUL, or libkmod refuses the file.
+        guard let strings = sectionInfo(Int(field(is64 ? 0x3E : 0x32, 2))), strings.size > 0,
+            bytes[strings.offset + strings.size - 1] == 0
+        else { return nil }
+        names = UnsafeRawBufferPointer(rebasing: bytes[strings.offset..<(strings.offset + strings.size)])
+    }
+
+    static func uint(_ bytes: UnsafeRawBufferPointer, bigEndian: Bool, _ offset: Int, _ size: Int) -> UInt64 {
+        guard offset >= 0, offset <= bytes.count - size else { return UInt64.max }
+        var value: UInt64 = 0
+        if bigEndian {
+            for index in 0..<size { value = value << 8 | UInt64(bytes[offset + index]) }
+        } else {
+            for index in stride(from: size - 1, through: 0, by: -1) { value = value << 8 | UInt64(bytes[offset + index]) }
+        }
+        return value
+    }
+
+    /// An unsigned field of `size` bytes; all ones when it lies outside the image, as in libkmod.
+    func uint(_ offset: Int, _ size: Int) -> UInt64 { Self.uint(bytes, bigEndian: bigEndian, offset, size) }
+
+    /// Offset, size and name offset of section `index`; nil for index 0, an index past
+    /// the table, or contents past the end of the image.
+    func sectionInfo(_ index: Int) -> (offset: Int, size: Int, nameOffset: Int)? {
+        guard index != 0, index < sectionCount else { return nil }
+        let header = sectionTable + index * headerSize
+        let size = uint(header + (is64 ? 0x20 : 0x14), is64 ? 8 : 4)
+        let offset = uint(header + (is64 ? 0x18 : 0x10), is64 ? 8 : 4)
+        let nameOffset = uint(header, 4)
+        let (end, overflow) = offset.addingReportingOverflow(size)
+        guard !overflow, end <= UInt64(bytes.count) else { return nil }
+        return (Int(offset), Int(size), Int(nameOffset))
+    }
+
+    /// The first section called `name` (kmod_elf_get_section).
+    func section(named name: StaticString) -> UnsafeRawBufferPointer? {
+        let wanted = UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+        for index in 1..<max(sectionCount, 1) {
+            guard let info = sectionInfo(index), info.nameOffset < names.count else { continue }
+            let end = info.nameOffset + wanted.count
+            guard end < names.count, names[end] == 0,
+                UnsafeRawBufferPointer(rebasing: names[info.nameOffset..<end]).elementsEqual(wanted)
+            else { continue }
+            return UnsafeRawBufferPointer(rebasing: bytes[info.offset..<(info.offset + info.size)])
+        }
+        return nil
+    }
+
+    /// The NUL-terminated string at `offset`, cut at the end of the image.
+    func cString(at offset: Int) -> UnsafeRawBufferPointer {
+        guard offset >= 0, offset < bytes.count else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        let tail = bytes[offset...]
+        let end = tail.firstIndex(of: 0) ?? bytes.count
+        return UnsafeRawBufferPointer(rebasing: bytes[offset..<end])
+    }
+
+    /// The strings of a string section as libkmod splits them: leading padding
+    /// skipped (a lone byte after it counts as nothing), NUL runs separate.
+    static func strings(_ section: UnsafeRawBufferPointer) -> [Slice<UnsafeRawBufferPointer>] {
+        var start = 0
+        while start < section.count - 1, section[start] == 0 { start += 1 }
+        if section.count - start <= 1 { return [] }
+        return section[start...].split(separator: 0)
+    }
+
+    private var versionRecordSize: Int { 64 }
+    private var crcSize: Int { is64 ? 8 : 4 }
+    private var symbolSize: Int { is64 ? 24 : 16 }
+
+    private struct SymbolEntry {
+        var nameOffset: Int
+        var info: UInt8
+        var sectionIndex: Int
+        var value: UInt64
+    }
+
+    private func symbol(at offset: Int) -> SymbolEntry {
+        if is64 {
+            return SymbolEntry(
+                nameOffset: Int(uint(offset, 4)), info: UInt8(truncatingIfNeeded: uint(offset + 4, 1)),
+                sectionIndex: Int(uint(offset + 6, 2)), value: uint(offset + 8, 8))
+        }
+        return SymbolEntry(
+            nameOffset: Int(uint(offset, 4)), info: UInt8(truncatingIfNeeded: uint(offset + 12, 1)),
+            sectionIndex: Int(uint(offset + 14, 2)), value: uint(offset + 4, 4))
+    }
+
+    /// `.symtab` and `.strtab` when both exist and the table is whole.
+    private func symbolTable() -> (symbols: Range<Int>, strings: UnsafeRawBufferPointer)? {
+        guard let strings = section(named: ".strtab"), let symbols = section(named: ".symtab"),
+            symbols.count % symbolSize == 0, symbols.count > 0
+        else { return nil }
+        let base = symbols.baseAddress! - bytes.baseAddress!
+        return (base..<(base + symbols.count), strings)
+    }
+
+    /// `__versions` as kmod_elf_get_modversions reads it (nil when absent, empty or
+    /// malformed), and the dependency symbols as kmod_elf_get_dependency_symbols lists
+    /// them: undefined symbols in symbol-table order, then the `__versions` entries no
+    /// undefined symbol matched (module_layout); empty when libkmod reports an error.
+    /// Each dependency carries the CRC of the first `__versions` entry of its name, the
+    /// one the kernel's check_version finds.
+    func versionsAndDependencies() -> (versions: [ModuleFacts.SymbolVersion]?, dependencies: [ModuleFacts.UndefinedSymbol]) {
+        var records: [(name: UnsafeRawBufferPointer, crc: UInt32)] = []
+        if let section = section(named: "__versions"), section.count > 0, section.count % versionRecordSize == 0 {
+            let base = section.baseAddress! - bytes.baseAddress!
+            records.reserveCapacity(section.count / versionRecordSize)
+            for record in stride(from: base, to: base + section.count, by: versionRecordSize) {
+                records.append((cString(at: record + crcSize), UInt32(truncatingIfNeeded: uint(record, crcSize))))
+            }
+        }
+        let firstRecord = FirstNameTable(records.map(\.name))
+        // libkmod strips a leading dot from version names (ppc64), not from symbol names;
+        // the kernel's lookup then compares the stripped ones.
+        let dotted = records.contains { $0.name.first == UInt8(ascii: ".") }
+        var strippedCRCs: [String: UInt32] = [:]
+        if dotted {
+            for record in records.reversed() { strippedCRCs[Self.stripped(record.name)] = record.crc }
+        }
+        func recordedCRC(_ name: UnsafeRawBufferPointer, _ symbol: String) -> UInt32? {
+            if dotted { return strippedCRCs[symbol] }
+            return firstRecord.find(name).map { records[$0].crc }
+        }
+
+        var matched = [String?](repeating: nil, count: records.count)
+        var dependencies: [ModuleFacts.UndefinedSymbol] = []
+        if let table = symbolTable() {
+            let stringsBase = table.strings.baseAddress! - bytes.baseAddress!
+            dependencies.reserveCapacity(records.count + 8)
+            var failed = false
+            for offset in stride(from: table.symbols.lowerBound + symbolSize, to: table.symbols.upperBound, by: symbolSize) {
+                let entry = symbol(at: offset)
+                guard entry.sectionIndex == 0 else { continue }
+                guard entry.nameOffset < table.strings.count else {
+                    failed = true
+                    break
+                }
+                let name = cString(at: stringsBase + entry.nameOffset)
+                if name.isEmpty { continue }
+                let symbol = String(decoding: name, as: UTF8.self)
+                if let index = firstRecord.find(name), matched[index] == nil { matched[index] = symbol }
+                dependencies.append(.init(symbol: symbol, weak: entry.info >> 4 == 2, versionCRC: recordedCRC(name, symbol)))
+            }
+            if failed {
+                dependencies = []
+            } else {
+                for (index, record) in records.enumerated() where matched[index] == nil {
+                    let symbol = String(decoding: record.name, as: UTF8.self)
+                    dependencies.append(.init(symbol: symbol, weak: false, versionCRC: recordedCRC(record.name, symbol)))
+                }
+            }
+        }
+        guard !records.isEmpty else { return (nil, dependencies) }
+        let versions = records.enumerated().map { index, record in
+            ModuleFacts.SymbolVersion(
+                symbol: dotted ? Self.stripped(record.name) : matched[index] ?? String(decoding: record.name, as: UTF8.self),
+                crc: record.crc)
+        }
+        return (versions, dependencies)
+    }
+
+    private static func stripped(_ name: UnsafeRawBufferPointer) -> String {
+        String(decoding: name.first == UInt8(ascii: ".") ? UnsafeRawBufferPointer(rebasing: name.dropFirst()) : name, as: UTF8.self)
+    }
+
+    /// Exported symbols (kmod_elf_get_symbols): the `__crc_` symbols with their CRCs,
+    /// or, when there are none, the strings of `__ksymtab_strings` with CRC 0.
+    func exportedSymbols() -> [ModuleFacts.ExportedSymbol] {
+        let prefix: [UInt8] = Array("__crc_".utf8)
+        if let table = symbolTable() {
+            let stringsBase = table.strings.baseAddress! - bytes.baseAddress!
+            var result: [ModuleFacts.ExportedSymbol] = []
+            var usable = true
+            for offset in stride(from: table.symbols.lowerBound + symbolSize, to: table.symbols.upperBound, by: symbolSize) {
+                let entry = symbol(at: offset)
+                guard entry.nameOffset < table.strings.count else {
+                    usable = false
+                    break
+                }
+                let start = stringsBase + entry.nameOffset
+                guard start <= bytes.count - prefix.count,
+                    UnsafeRawBufferPointer(rebasing: bytes[start..<(start + prefix.count)]).elementsEqual(prefix)
+                else { continue }
+                let name = cString(at: start)
+                result.append(.init(
+                    symbol: String(decoding: name.dropFirst(prefix.count), as: UTF8.self),
+                    crc: UInt32(truncatingIfNeeded: resolveCRC(entry.value, section: entry.sectionIndex))))
+            }
+            if usable, !result.isEmpty { return result }
+        }
+        guard let strings = section(named: "__ksymtab_strings") else { return [] }
+        return Self.strings(strings).map { .init(symbol: String(decoding: $0, as: UTF8.self), crc: 0) }
+    }
+
+    /// An `__crc_` symbol's value: absolute, or an offset into the section holding the CRC.
+    private func resolveCRC(_ value: UInt64, section index: Int) -> UInt64 {
+        if index == 0xFFF1 || index == 0 { return value }
+        guard let info = sectionInfo(index) else { return UInt64.max }
+        guard value <= UInt64(info.size) &- 4 else { return UInt64.max }
+        return uint(info.offset + Int(value), 4)
     }
 }
 
 /// Just enough ELF64 to find one section's size; every read is bounds-checked.
 enum ModuleSections {
-    static func size(of sectionName: String, inFile path: String) throws -> Int? {
-        var data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
-        if path.hasSuffix(".xz") { data = try decompressXZ(data, path: path) }
-        return data.withUnsafeBytes { bytes -> Int? in
-            func read<T: FixedWidthInteger>(_ offset: Int, as: T.Type) -> T? {
-                guard offset >= 0, offset + MemoryLayout<T>.size <= bytes.count else { return nil }
-                return T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
-            }
-            guard bytes.count > 64, bytes[0] == 0x7F, bytes[1] == 0x45, bytes[2] == 0x4C, bytes[3] == 0x46,
-                bytes[4] == 2, bytes[5] == 1,
-                let sectionOffset = read(0x28, as: UInt64.self), let entrySize = read(0x3A, as: UInt16.self),
-                let count = read(0x3C, as: UInt16.self), let namesIndex = read(0x3E, as: UInt16.self),
-                entrySize >= 64, namesIndex < count
-            else { return nil }
-            func header(_ index: Int) -> Int { Int(sectionOffset) + index * Int(entrySize) }
-            guard let namesOffset = read(header(Int(namesIndex)) + 0x18, as: UInt64.self),
-                let namesSize = read(header(Int(namesIndex)) + 0x20, as: UInt64.self),
-                Int(namesOffset) + Int(namesSize) <= bytes.count
-            else { return nil }
-            let wanted = Array(sectionName.utf8)
-            for index in 0..<Int(count) {
-                guard let nameOffset = read(header(index), as: UInt32.self), UInt64(nameOffset) < namesSize,
-                    let size = read(header(index) + 0x20, as: UInt64.self)
-                else { return nil }
-                let start = Int(namesOffset) + Int(nameOffset)
-                let end = start + wanted.count
-                guard end < Int(namesOffset) + Int(namesSize) else { continue }
-                if bytes[end] == 0, Array(bytes[start..<end]) == wanted { return Int(size) }
-            }
-            return nil
+    /// The size of the first section called `sectionName` in an ELF64 little-endian image.
+    static func size(of sectionName: String, inImage bytes: UnsafeRawBufferPointer) -> Int? {
+        func read<T: FixedWidthInteger>(_ offset: Int, as: T.Type) -> T? {
+            guard offset >= 0, offset <= bytes.count - MemoryLayout<T>.size else { return nil }
+            return T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
         }
+        guard bytes.count > 64, bytes[0] == 0x7F, bytes[1] == 0x45, bytes[2] == 0x4C, bytes[3] == 0x46,
+            bytes[4] == 2, bytes[5] == 1,
+            let sectionOffset = read(0x28, as: UInt64.self).map({ Int(clamping: $0) }),
+            let entrySize = read(0x3A, as: UInt16.self),
+            let count = read(0x3C, as: UInt16.self), let namesIndex = read(0x3E, as: UInt16.self),
+            entrySize >= 64, namesIndex < count
+        else { return nil }
+        func header(_ index: Int) -> Int { sectionOffset &+ index * Int(entrySize) }
+        guard let namesOffset = read(header(Int(namesIndex)) + 0x18, as: UInt64.self).map({ Int(clamping: $0) }),
+            let namesSize = read(header(Int(namesIndex)) + 0x20, as: UInt64.self).map({ Int(clamping: $0) }),
+            namesOffset <= bytes.count, namesSize <= bytes.count - namesOffset
+        else { return nil }
+        let wanted = Array(sectionName.utf8)
+        for index in 0..<Int(count) {
+            guard let nameOffset = read(header(index), as: UInt32.self), Int(nameOffset) < namesSize,
+                let size = read(header(index) + 0x20, as: UInt64.self)
+            else { return nil }
+            let start = namesOffset + Int(nameOffset)
+            let end = start + wanted.count
+            guard end < namesOffset + namesSize else { continue }
+            if bytes[end] == 0, bytes[start..<end].elementsEqual(wanted) { return Int(clamping: size) }
+        }
+        return nil
     }
 
     static func decompressXZ(_ input: Data, path: String) throws -> Data {
@@ -201,5 +437,42 @@ enum ModuleSections {
             throw UserError(.environment, "\(path): xz data is damaged (liblzma status \(result.rawValue)); reinstall the module")
         }
         return output
+    }
+}
+
+/// The first index of each name in a list of byte strings, found by bytes (no String
+/// hashing): the lookup libkmod does with a linear search per undefined symbol.
+struct FirstNameTable {
+    private var slots: [Int32]
+    private let names: [UnsafeRawBufferPointer]
+
+    init(_ names: [UnsafeRawBufferPointer]) {
+        self.names = names
+        var capacity = 16
+        while capacity < names.count * 2 { capacity <<= 1 }
+        slots = [Int32](repeating: -1, count: names.isEmpty ? 0 : capacity)
+        for (index, name) in names.enumerated() where find(name) == nil {
+            var slot = Self.hash(name) & (slots.count - 1)
+            while slots[slot] >= 0 { slot = (slot + 1) & (slots.count - 1) }
+            slots[slot] = Int32(index)
+        }
+    }
+
+    func find(_ name: UnsafeRawBufferPointer) -> Int? {
+        guard !slots.isEmpty else { return nil }
+        var slot = Self.hash(name) & (slots.count - 1)
+        while slots[slot] >= 0 {
+            let index = Int(slots[slot])
+            if names[index].elementsEqual(name) { return index }
+            slot = (slot + 1) & (slots.count - 1)
+        }
+        return nil
+    }
+
+    /// FNV-1a.
+    private static func hash(_ name: UnsafeRawBufferPointer) -> Int {
+        var value: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name { value = (value ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int(truncatingIfNeeded: value ^ (value >> 32))
     }
 }

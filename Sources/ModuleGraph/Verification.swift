@@ -33,8 +33,7 @@ extension ModuleTree {
             }
         }
         let facts = try await Self.facts(
-            ofFiles: plan.loads.map(\.path), moduleDirectory: moduleDirectory, configDirectories: configDirectories,
-            kernelLayoutCRC: model.exports["module_layout"]?.crc)
+            ofFiles: plan.loads.map(\.path), kernelLayoutCRC: model.exports["module_layout"]?.crc)
         var simulation = LoaderSimulation(kernel: model)
         var results = simulation.load(facts)
         for index in results.indices {
@@ -50,22 +49,20 @@ extension ModuleTree {
 }
 
 extension ModuleTree {
-    /// Facts of many files, read by one task per core, each with its own libkmod
-    /// context (a context must stay in one task). Decompressing .ko.xz dominates.
+    /// Facts of many files, read by one task per core. Decompressing .ko.xz dominates.
     public static func facts(
-        ofFiles paths: [String], moduleDirectory: String, configDirectories: [String] = [],
-        kernelLayoutCRC: UInt32? = nil, tasks: Int = ProcessInfo.processInfo.activeProcessorCount
+        ofFiles paths: [String], kernelLayoutCRC: UInt32? = nil, tasks: Int = ProcessInfo.processInfo.activeProcessorCount
     ) async throws -> [ModuleFacts] {
         let taskCount = max(1, min(tasks, paths.count / 64))
         if taskCount == 1 {
-            let tree = try ModuleTree(moduleDirectory: moduleDirectory, configDirectories: configDirectories)
-            return try paths.map { try tree.facts(ofFile: $0, kernelLayoutCRC: kernelLayoutCRC) }
+            return try paths.map { try ModuleFacts.read(path: $0, kernelLayoutCRC: kernelLayoutCRC) }
         }
         return try await withThrowingTaskGroup(of: [(Int, ModuleFacts)].self) { group in
             for worker in 0..<taskCount {
                 group.addTask {
-                    let tree = try ModuleTree(moduleDirectory: moduleDirectory, configDirectories: configDirectories)
-                    return try Swift.stride(from: worker, to: paths.count, by: taskCount).map { ($0, try tree.facts(ofFile: paths[$0], kernelLayoutCRC: kernelLayoutCRC)) }
+                    try Swift.stride(from: worker, to: paths.count, by: taskCount).map {
+                        ($0, try ModuleFacts.read(path: paths[$0], kernelLayoutCRC: kernelLayoutCRC))
+                    }
                 }
             }
             var ordered = [ModuleFacts?](repeating: nil, count: paths.count)

@@ -1,0 +1,30 @@
+/// A module's ELF image as the kernel's loader receives it: decompressed when the file is
+/// compressed, carrying only the signature that travels inside the image. For callers that
+/// read a few facts from many modules and must not pay for a full `ModuleFile` parse.
+public enum ModuleImage {
+    /// Calls `body` with the ELF image of the module at `path` and the format the file was
+    /// stored in. The bytes are valid only during the call.
+    public static func withImage<Result>(
+        path: String, _ body: (UnsafeRawBufferPointer, ModuleCompression) throws -> Result
+    ) throws -> Result {
+        let raw = try ModuleBytes.map(path: path)
+        return try withExtendedLifetime(raw) {
+            let compression = ModuleCompression.detect(raw.buffer)
+            if compression == .none { return try body(raw.buffer, .none) }
+            // A signature appended after compressing sits outside the stream; the loader never sees it.
+            var payload = raw.buffer
+            if SignatureReader.hasMagic(raw.buffer),
+                let outer = SignatureReader.read(raw.buffer, placement: .compressedThenSigned)
+            {
+                payload = UnsafeRawBufferPointer(rebasing: raw.buffer[..<outer.1])
+            }
+            let image = try Decompressor.decompress(payload, format: compression, path: path)
+            return try withExtendedLifetime(image) { try body(image.buffer, compression) }
+        }
+    }
+
+    /// The signature appended to an ELF image, read as libkmod reads it; nil when unsigned.
+    public static func signature(in image: UnsafeRawBufferPointer) -> ModuleSignature? {
+        SignatureReader.read(image, placement: .uncompressed)?.0
+    }
+}
