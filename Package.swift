@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
         .testTarget(name: "ConftestTests", dependencies: ["Conftest", "KernelTree"]),
         .testTarget(name: "ModuleELFTests", dependencies: ["ModuleELF"]),
-        .testTarget(name: "ModuleGraphTests", dependencies: ["ModuleGraph", "KernelTree"]),
+        .testTarget(name: "ModuleGraphTests", dependencies: ["ModuleGraph", "KernelTree", "CKmod"]),
         .testTarget(name: "DKMSTests", dependencies: ["DKMS", "Kbuild"]),
         .testTarget(name: "CLITests", dependencies: ["nvbuild"]),
     ],
