@@ -62,7 +62,7 @@ public struct DriverTree: Sendable {
         var available = requested ?? knownModules.filter { fm.fileExists(atPath: "\(path)/\($0)") }
         if requested == nil && available.isEmpty {
             // Trees shaped like kernel-open/ but with other module names declare their default list.
-            available = makeListValue(variable: "NV_KERNEL_MODULES", in: kbuild)
+            available = MakeSyntax.listValue(of: "NV_KERNEL_MODULES", in: kbuild)
                 .filter { fm.fileExists(atPath: "\(path)/\($0)/\($0).Kbuild") }
         }
         let modules = available.filter { !excluded.contains($0) }
@@ -83,7 +83,7 @@ public struct DriverTree: Sendable {
         var headerTests: [String] = []
         let presencePath = path + "/header-presence-tests.mk"
         if let text = try? String(contentsOfFile: presencePath, encoding: .utf8) {
-            headerTests = makeListValue(variable: "NV_HEADER_PRESENCE_TESTS", in: text)
+            headerTests = MakeSyntax.listValue(of: "NV_HEADER_PRESENCE_TESTS", in: text)
         }
         let script = path + "/conftest.sh"
         let patches = ((try? fm.contentsOfDirectory(atPath: path)) ?? [])
@@ -101,7 +101,7 @@ public struct DriverTree: Sendable {
     static func requestsOf(fragment: String, tree: String, depth: Int = 0) throws -> [(String, String)] {
         guard depth < 8, let text = try? String(contentsOfFile: fragment, encoding: .utf8) else { return [] }
         var result: [(String, String)] = []
-        for line in joinContinuations(text) {
+        for line in MakeSyntax.logicalLines(text) {
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.hasPrefix("include ") {
                 let target = trimmed.dropFirst("include ".count).trimmingCharacters(in: .whitespaces)
@@ -116,35 +116,6 @@ public struct DriverTree: Sendable {
             }
         }
         return result
-    }
-
-    static func joinContinuations(_ text: String) -> [String] {
-        var lines: [String] = []
-        var pending = ""
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            var line = String(raw)
-            if let hash = line.firstIndex(of: "#") { line = String(line[..<hash]) }
-            if line.hasSuffix("\\") {
-                pending += line.dropLast() + " "
-            } else {
-                lines.append(pending + line)
-                pending = ""
-            }
-        }
-        if !pending.isEmpty { lines.append(pending) }
-        return lines
-    }
-
-    static func makeListValue(variable: String, in text: String) -> [String] {
-        for line in joinContinuations(text) {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            guard trimmed.hasPrefix(variable) else { continue }
-            let rest = trimmed.dropFirst(variable.count).trimmingCharacters(in: .whitespaces)
-            for op in [":=", "+=", "?=", "="] where rest.hasPrefix(op) {
-                return rest.dropFirst(op.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-            }
-        }
-        return []
     }
 
     static func versionString(kbuild: String) -> String? {

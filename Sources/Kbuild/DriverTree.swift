@@ -76,7 +76,7 @@ public struct DriverTree: Sendable, Equatable, Codable {
     private static func loadNVIDIA(root: String, makefile: String, kbuild: String) throws -> DriverTree {
         // The Makefile's default list, in its order: NV_KERNEL_MODULES ?= $(wildcard a b c).
         var candidates: [String] = []
-        for line in logicalLines(makefile) {
+        for line in MakeSyntax.logicalLines(makefile) {
             let t = line.trimmingCharacters(in: .whitespaces)
             guard t.hasPrefix("NV_KERNEL_MODULES"), t.contains("?="), let open = t.range(of: "$(wildcard") else { continue }
             let rest = t[open.upperBound...].prefix { $0 != ")" }
@@ -123,7 +123,7 @@ public struct DriverTree: Sendable, Equatable, Codable {
     static func objects(in text: String) -> (modules: [String], subdirectories: [String]) {
         var modules: [String] = []
         var subdirectories: [String] = []
-        for line in logicalLines(text) {
+        for line in MakeSyntax.logicalLines(text) {
             let t = line.trimmingCharacters(in: .whitespaces)
             guard t.hasPrefix("obj-m") else { continue }
             var rest = t.dropFirst(5).drop { $0 == " " || $0 == "\t" }
@@ -147,24 +147,6 @@ public struct DriverTree: Sendable, Equatable, Codable {
             }
         }
         return (modules, subdirectories)
-    }
-
-    /// Make's lines: comments removed, backslash continuations joined.
-    static func logicalLines(_ text: String) -> [String] {
-        var lines: [String] = []
-        var current = ""
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            var line = String(raw)
-            if let hash = line.firstIndex(of: "#") { line = String(line[..<hash]) }
-            if line.hasSuffix("\\") {
-                current += line.dropLast() + " "
-                continue
-            }
-            lines.append(current + line)
-            current = ""
-        }
-        if !current.isEmpty { lines.append(current) }
-        return lines
     }
 
     private static func read(_ path: String) -> String? {

@@ -100,6 +100,18 @@ public struct QemuTrial: Sendable {
                 errnos[index] = value
             }
         }
+        // The kernel keeps logging while modules load ("tsc: ...", "clocksource: ..."): a line
+        // tagged with another subsystem's "name: " prefix does not belong to this load. Untagged
+        // lines (e.g. "Disabling lock debugging due to kernel taint") do.
+        for (index, load) in loads.enumerated() {
+            let names = Set([load.name, load.name.replacingOccurrences(of: "-", with: "_"), load.name.replacingOccurrences(of: "_", with: "-")])
+            messages[index] = messages[index]?.filter { line in
+                guard let colon = line.range(of: ": ") else { return true }
+                let tag = line[..<colon.lowerBound]
+                let isTag = !tag.isEmpty && tag.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }
+                return !isTag || names.contains(String(tag))
+            }
+        }
         let results = loads.enumerated().map { index, load -> LoadResult in
             guard let errno = errnos[index] else {
                 let why = timedOut ? "the boot did not finish within \(timeoutSeconds) s and was killed" : "the boot ended before this module was loaded"
