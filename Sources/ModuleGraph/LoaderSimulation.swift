@@ -52,7 +52,7 @@ public enum Errno {
 /// one load to the next. The check order follows kernel/module/main.c and
 /// version.c of the target's release line.
 public struct LoaderSimulation {
-    public var kernel: KernelModel
+    public let kernel: KernelModel
     private var loaded: [String: Loaded] = [:]
     private var taintedOutOfTree = false
     private var taintedProprietary = false
@@ -67,6 +67,7 @@ public struct LoaderSimulation {
 
     public init(kernel: KernelModel) {
         self.kernel = kernel
+        visibleExports = kernel.exports.filter { $0.value.owner == "vmlinux" }
     }
 
     /// Loads every module in order, returning one result each.
@@ -188,12 +189,13 @@ public struct LoaderSimulation {
         return LoadResult(module: name, path: module.path, loads: true, errno: 0, messages: messages)
     }
 
-    private var moduleExports: [String: KernelModel.Export] = [:]
+    /// What a module being loaded can link against: vmlinux's exports, then those of
+    /// each module once it is live. No entry is ever replaced by another owner's: a
+    /// module exporting a symbol that is already available fails to load.
+    private var visibleExports: [String: KernelModel.Export]
 
     private func available(_ symbol: String) -> KernelModel.Export? {
-        if let export = moduleExports[symbol] { return export }
-        guard let export = kernel.exports[symbol], export.owner == "vmlinux" else { return nil }
-        return export
+        visibleExports[symbol]
     }
 
     /// Exports become visible once their module is live; Module.symvers facts
@@ -201,9 +203,9 @@ public struct LoaderSimulation {
     private mutating func loadedExports(of module: ModuleFacts) {
         for symbol in module.exports {
             if let known = kernel.exports[symbol.symbol], known.owner == module.name {
-                moduleExports[symbol.symbol] = known
+                visibleExports[symbol.symbol] = known
             } else {
-                moduleExports[symbol.symbol] = KernelModel.Export(
+                visibleExports[symbol.symbol] = KernelModel.Export(
                     symbol: symbol.symbol, crc: kernel.modversions && symbol.crc != 0 ? symbol.crc : nil,
                     gplOnly: false, namespace: nil, owner: module.name)
             }

@@ -88,7 +88,7 @@ extension ModuleFacts {
         guard let elf = KmodELF(image) else {
             throw UserError(.environment, "\(path): not a kernel module (no valid ELF header and section table); pass a .ko file")
         }
-        guard let modinfo = elf.section(named: ".modinfo") else {
+        guard let modinfo = elf.known.modinfo else {
             throw UserError(.environment, "\(path): not a kernel module (it has no .modinfo section)")
         }
         var info: [(key: ArraySlice<UInt8>, value: String)] = []
@@ -180,6 +180,7 @@ struct KmodELF {
             bytes[strings.offset + strings.size - 1] == 0
         else { return nil }
         names = UnsafeRawBufferPointer(rebasing: bytes[strings.offset..<(strings.offset + strings.size)])
+        locateKnownSections()
     }
 
     static func uint(_ bytes: UnsafeRawBufferPointer, bigEndian: Bool, _ offset: Int, _ size: Int) -> UInt64 {
@@ -209,18 +210,32 @@ struct KmodELF {
         return (Int(offset), Int(size), Int(nameOffset))
     }
 
-    /// The first section called `name` (kmod_elf_get_section).
-    func section(named name: StaticString) -> UnsafeRawBufferPointer? {
-        let wanted = UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
-        for index in 1..<max(sectionCount, 1) {
+    /// The sections the loader facts come from, each the first of its name as
+    /// kmod_elf_get_section finds it, located in one pass over the section table.
+    struct KnownSections {
+        static let names: [StaticString] = [".modinfo", "__versions", ".strtab", ".symtab", "__ksymtab_strings"]
+        var found = [UnsafeRawBufferPointer?](repeating: nil, count: names.count)
+        var modinfo: UnsafeRawBufferPointer? { found[0] }
+        var versions: UnsafeRawBufferPointer? { found[1] }
+        var strtab: UnsafeRawBufferPointer? { found[2] }
+        var symtab: UnsafeRawBufferPointer? { found[3] }
+        var ksymtabStrings: UnsafeRawBufferPointer? { found[4] }
+    }
+
+    private(set) var known = KnownSections()
+
+    private mutating func locateKnownSections() {
+        let wanted = KnownSections.names.map { UnsafeRawBufferPointer(start: $0.utf8Start, count: $0.utf8CodeUnitCount) }
+        var missing = wanted.count
+        for index in 1..<max(sectionCount, 1) where missing > 0 {
             guard let info = sectionInfo(index), info.nameOffset < names.count else { continue }
-            let end = info.nameOffset + wanted.count
-            guard end < names.count, names[end] == 0,
-                UnsafeRawBufferPointer(rebasing: names[info.nameOffset..<end]).elementsEqual(wanted)
-            else { continue }
-            return UnsafeRawBufferPointer(rebasing: bytes[info.offset..<(info.offset + info.size)])
+            // The name table ends with a NUL (checked in init), so every name is terminated.
+            let name = names[info.nameOffset...].prefix { $0 != 0 }
+            for (slot, candidate) in wanted.enumerated() where known.found[slot] == nil && name.elementsEqual(candidate) {
+                known.found[slot] = UnsafeRawBufferPointer(rebasing: bytes[info.offset..<(info.offset + info.size)])
+                missing -= 1
+            }
         }
-        return nil
     }
 
     /// The NUL-terminated string at `offset`, cut at the end of the image.
@@ -264,7 +279,7 @@ struct KmodELF {
 
     /// `.symtab` and `.strtab` when both exist and the table is whole.
     private func symbolTable() -> (symbols: Range<Int>, strings: UnsafeRawBufferPointer)? {
-        guard let strings = section(named: ".strtab"), let symbols = section(named: ".symtab"),
+        guard let strings = known.strtab, let symbols = known.symtab,
             symbols.count % symbolSize == 0, symbols.count > 0
         else { return nil }
         let base = symbols.baseAddress! - bytes.baseAddress!
@@ -279,7 +294,7 @@ struct KmodELF {
     /// one the kernel's check_version finds.
     func versionsAndDependencies() -> (versions: [ModuleFacts.SymbolVersion]?, dependencies: [ModuleFacts.UndefinedSymbol]) {
         var records: [(name: UnsafeRawBufferPointer, crc: UInt32)] = []
-        if let section = section(named: "__versions"), section.count > 0, section.count % versionRecordSize == 0 {
+        if let section = known.versions, section.count > 0, section.count % versionRecordSize == 0 {
             let base = section.baseAddress! - bytes.baseAddress!
             records.reserveCapacity(section.count / versionRecordSize)
             for record in stride(from: base, to: base + section.count, by: versionRecordSize) {
@@ -365,7 +380,7 @@ struct KmodELF {
             }
             if usable, !result.isEmpty { return result }
         }
-        guard let strings = section(named: "__ksymtab_strings") else { return [] }
+        guard let strings = known.ksymtabStrings else { return [] }
         return Self.strings(strings).map { .init(symbol: String(decoding: $0, as: UTF8.self), crc: 0) }
     }
 

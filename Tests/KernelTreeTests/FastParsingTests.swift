@@ -40,3 +40,45 @@ import Testing
         }
     }
 }
+
+/// `KernelConfig(parsing:)` splits ASCII text byte by byte; the Character-wise reading
+/// below (what it did before) defines the result.
+@Suite struct KernelConfigParsingTests {
+    private func characterWise(_ text: String) -> [String: String] {
+        var values: [String: String] = [:]
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            guard line.hasPrefix("CONFIG_"), let eq = line.firstIndex(of: "=") else { continue }
+            var value = String(line[line.index(after: eq)...])
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
+                value = String(value.dropFirst().dropLast())
+                    .replacingOccurrences(of: "\\\"", with: "\"")
+                    .replacingOccurrences(of: "\\\\", with: "\\")
+            }
+            values[String(line[..<eq])] = value
+        }
+        return values
+    }
+
+    @Test func agreesOnInstalledConfigs() throws {
+        let kernels = KernelDiscovery().installedKernels()
+        try #require(!kernels.isEmpty)
+        for kernel in kernels {
+            let text = try String(contentsOfFile: kernel.configPath, encoding: .utf8)
+            let parsed = KernelConfig(parsing: text).values
+            #expect(parsed.count > 1000, "\(kernel.configPath)")
+            #expect(parsed == characterWise(text), "\(kernel.configPath)")
+        }
+    }
+
+    @Test func agreesOnOddText() {
+        let samples = [
+            "CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"quoted \\\"x\\\" \\\\ end\"\n\n\nCONFIG_D=\"\nCONFIG_E\nNOT_CONFIG=1\n",
+            "CONFIG_CRLF=y\r\nCONFIG_NEXT=m\r\n",
+            "CONFIG_UNICODE=\"caf\u{00E9}\"\nCONFIG_LAST=1",
+            "CONFIG_EMPTY=\nCONFIG_EQ=a=b\n",
+        ]
+        for sample in samples {
+            #expect(KernelConfig(parsing: sample).values == characterWise(sample), "\(sample.debugDescription)")
+        }
+    }
+}
