@@ -160,6 +160,41 @@ enum CLI {
         #expect(rows.allSatisfy { !(($0["note"] as? String) ?? "").isEmpty })
     }
 
+    /// A probe killed with SIGKILL halfway leaves no half-written header, and a later
+    /// probe with the same cache gives the reference results.
+    @Test func killedProbeNeverChangesALaterResult() throws {
+        let kernel = try CLI.standardKernel("6.12.")
+        let cache = CLI.temporaryDirectory(), outDir = CLI.temporaryDirectory()
+        defer {
+            try? FileManager.default.removeItem(atPath: cache)
+            try? FileManager.default.removeItem(atPath: outDir)
+        }
+        for delay in [0.8, 2.0, 4.0] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: CLI.binary)
+            process.arguments = ["probe", "--quiet", "--tree", CLI.fixture, "--kernel", kernel, "--cache-dir", cache, "--output", outDir]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            Thread.sleep(forTimeInterval: delay)
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            // Whatever exists is complete: every header ends with its version line.
+            for header in ["functions", "generic", "macros", "symbols", "types", "headers"] {
+                if let text = try? String(contentsOfFile: "\(outDir)/\(header).h", encoding: .utf8) {
+                    #expect(text.hasSuffix("\"\(kernel)\"\n"), "\(header).h is partial after SIGKILL at \(delay) s")
+                }
+            }
+        }
+        let again = try CLI.run(["probe", "--quiet", "--tree", CLI.fixture, "--kernel", kernel, "--cache-dir", cache, "--output", outDir])
+        #expect(again.status == 0, "\(again.stderr)")
+        for header in ["functions", "generic", "macros", "symbols", "types", "headers", "patches"] {
+            let mine = try String(contentsOfFile: "\(outDir)/\(header).h", encoding: .utf8)
+            let golden = try String(contentsOfFile: "\(CLI.repository)/Tests/Fixtures/golden/\(kernel)/\(header).h", encoding: .utf8)
+            #expect(mine == golden, "\(header).h differs from the reference after killed runs")
+        }
+    }
+
     /// After nvbuild probe, the tree's own make finds conftest/ complete and builds the modules.
     @Test func treeBuildsWithProbeOutput() throws {
         let kernel = try CLI.standardKernel("6.12.")

@@ -33,7 +33,7 @@ struct DriverTreeTests {
 
     /// The argv is what kernel-open/Makefile computes for a Debian split tree.
     @Test func nvidiaInvocationMirrorsTheMakefile() throws {
-        let kernel = try KernelDiscovery().kernel(release: "6.1.0-56-amd64")
+        let kernel = try KernelDiscovery().kernel(release: Fixtures.kernels[0])
         let tree = DriverTree(
             path: "/src/kernel-open", style: .nvidia,
             modules: ["nvidia", "nvidia-uvm"].map { ModuleSpec(name: $0, location: "", kbuildFile: "\($0)/\($0).Kbuild") },
@@ -41,10 +41,10 @@ struct DriverTreeTests {
         let inv = KbuildInvocation.modules(tree: tree, buildDirectory: "/b/tree", kernel: kernel, jobs: 4)
         #expect(inv.arguments == [
             "make", "-j4", "LD=ld", "CC=gcc-12", "OBJDUMP=objdump",
-            "KBUILD_OUTPUT=/lib/modules/6.1.0-56-amd64/build",
-            "-C", "/lib/modules/6.1.0-56-amd64/source", "M=/b/tree", "ARCH=x86_64",
-            "NV_KERNEL_SOURCES=/lib/modules/6.1.0-56-amd64/source",
-            "NV_KERNEL_OUTPUT=/lib/modules/6.1.0-56-amd64/build",
+            "KBUILD_OUTPUT=/lib/modules/\(Fixtures.kernels[0])/build",
+            "-C", "/lib/modules/\(Fixtures.kernels[0])/source", "M=/b/tree", "ARCH=x86_64",
+            "NV_KERNEL_SOURCES=/lib/modules/\(Fixtures.kernels[0])/source",
+            "NV_KERNEL_OUTPUT=/lib/modules/\(Fixtures.kernels[0])/build",
             "NV_KERNEL_MODULES=nvidia nvidia-uvm", "INSTALL_MOD_DIR=kernel/drivers/video", "NV_SPECTRE_V2=0", "modules",
         ])
         let subset = KbuildInvocation.modules(tree: tree, buildDirectory: "/b/tree", kernel: kernel, modules: ["nvidia-uvm"], jobs: 1, compiler: "ccache gcc-12")
@@ -53,9 +53,9 @@ struct DriverTreeTests {
     }
 
     @Test func plainInvocationUsesTheKernelsCompiler() throws {
-        let kernel = try KernelDiscovery().kernel(release: "6.12.117+deb12-amd64")
+        let kernel = try KernelDiscovery().kernel(release: Fixtures.kernels[1])
         let tree = try DriverTree.load(path: Fixtures.plainModule)
         let inv = KbuildInvocation.modules(tree: tree, buildDirectory: "/b", kernel: kernel, jobs: 2)
-        #expect(inv.arguments == ["make", "-j2", "CC=x86_64-linux-gnu-gcc-12", "-C", "/lib/modules/6.12.117+deb12-amd64/build", "M=/b", "modules"])
+        #expect(inv.arguments == ["make", "-j2", "CC=x86_64-linux-gnu-gcc-12", "-C", "/lib/modules/\(Fixtures.kernels[1])/build", "M=/b", "modules"])
     }
 }

@@ -16,7 +16,7 @@ enum Fixtures {
     static var brokenModule: String { "\(root)/broken-module" }
 
     /// The two Debian kernels every machine of this project has.
-    static let kernels = ["6.1.0-56-amd64", "6.12.117+deb12-amd64"]
+    static let kernels = InstalledKernels.standard
 
     static func temporaryDirectory(_ label: String) throws -> String {
         let path = NSTemporaryDirectory() + "nvbuild-\(label)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"

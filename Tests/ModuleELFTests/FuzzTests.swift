@@ -80,10 +80,10 @@ import Testing
     /// Runs `iterations` mutated inputs per seed module; returns (accepted, rejected).
     static func campaign(iterations: Int, seed: UInt64, directory: String) throws -> (Int, Int) {
         let seeds = [
-            "/lib/modules/6.1.0-56-amd64/kernel/drivers/usb/storage/usb-storage.ko",
-            "/lib/modules/6.1.0-56-amd64/kernel/fs/fat/vfat.ko",
-            "/lib/modules/6.12.117+deb12-amd64/kernel/drivers/usb/storage/usb-storage.ko.xz",
-            "/lib/modules/6.12.117+deb12-amd64/kernel/fs/fat/vfat.ko.xz",
+            "/lib/modules/\(InstalledKernels.standard[0])/kernel/drivers/usb/storage/usb-storage.ko",
+            "/lib/modules/\(InstalledKernels.standard[0])/kernel/fs/fat/vfat.ko",
+            "/lib/modules/\(InstalledKernels.standard[1])/kernel/drivers/usb/storage/usb-storage.ko.xz",
+            "/lib/modules/\(InstalledKernels.standard[1])/kernel/fs/fat/vfat.ko.xz",
         ].filter { FileManager.default.fileExists(atPath: $0) }
         var random = Generator(seed: seed)
         var accepted = 0, rejected = 0

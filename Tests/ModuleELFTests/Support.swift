@@ -7,7 +7,7 @@ struct InstalledKernel: Sendable, CustomStringConvertible {
     var moduleDirectory: String { "/lib/modules/\(release)/kernel" }
     var symversPath: String { "/lib/modules/\(release)/build/Module.symvers" }
 
-    static let all: [InstalledKernel] = ["6.1.0-56-amd64", "6.12.117+deb12-amd64"].map { InstalledKernel(release: $0) }
+    static let all: [InstalledKernel] = InstalledKernels.standard.map { InstalledKernel(release: $0) }
 
     /// Every module file, sorted, so samples are deterministic.
     func modules() -> [String] {
