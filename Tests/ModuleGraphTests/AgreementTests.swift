@@ -73,9 +73,9 @@ struct LoadTestModules {
 /// verify against try: every scenario in one boot per kernel, in an order where
 /// earlier loads set up later ones (the simulation carries the same state).
 @Suite(.serialized) struct AgreementTests {
-    @Test(arguments: InstalledTrees.agreementReleases)
+    @Test(arguments: InstalledTrees.releases)
     func verifyAgreesWithQemu(release: String) async throws {
-        let other = try #require(InstalledTrees.agreementReleases.first { $0 != release }, "needs the second kernel for the wrong-kernel scenario")
+        let other = try #require(InstalledTrees.releases.first { $0 != release }, "needs the second kernel for the wrong-kernel scenario")
         let mine = try await LoadTestModules.shared(release: release)
         let theirs = try await LoadTestModules.shared(release: other)
 

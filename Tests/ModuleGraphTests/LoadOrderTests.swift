@@ -14,13 +14,6 @@ enum InstalledTrees {
             .map(\.release)
     }
 
-    /// The generic flavours the agreement scenarios are written for. The cloud flavour
-    /// builds ext4 in and shares its release line with the generic 6.12, so its
-    /// "built for the other kernel" and "ext4 without dependencies" scenarios do not apply.
-    static var agreementReleases: [String] {
-        releases.filter { !$0.contains("-cloud-") }
-    }
-
     /// Every module name of modules.dep and modules.builtin, sorted.
     static func moduleNames(release: String) throws -> [String] {
         let directory = "/lib/modules/\(release)"
