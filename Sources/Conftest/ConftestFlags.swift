@@ -105,7 +105,7 @@ public struct ConftestFlags: Sendable, Equatable, Codable {
 
     /// The NVIDIA Kbuild's ccflags-y for a tree, then the conftest-only additions the tree's
     /// Kbuild names (NV_CONFTEST_CFLAGS lines), in Kbuild order.
-    public static func kbuildFlags(tree: DriverTree, kernel: KernelTarget, environment: [String: String]) -> [String] {
+    public static func kbuildFlags(tree: ConftestRequests, kernel: KernelTarget, environment: [String: String]) -> [String] {
         let kbuild = (try? String(contentsOfFile: tree.path + "/Kbuild", encoding: .utf8)) ?? ""
         var flags = ["-I\(tree.path)/common/inc", "-I\(tree.path)"]
         flags += ["-Wall", "-Wno-cast-qual", "-Wno-format-extra-args", "-D__KERNEL__", "-DMODULE", "-DNVRM"]

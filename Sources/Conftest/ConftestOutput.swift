@@ -23,13 +23,26 @@ public enum ConftestOutput {
             testLines[t.name] = t.lines
             files.append(("compile-tests/\(t.name).h", t.lines.map { $0 + "\n" }.joined()))
         }
-        for header in DriverTree.Header.allCases {
+        for header in ConftestRequests.Header.allCases {
             let names = report.requests[header.rawValue] ?? []
             let body = names.flatMap { testLines[$0] ?? [] }.map { $0 + "\n" }.joined()
             files.append((header.fileName, body + version + "\n"))
         }
         files.append(("patches.h", patches(report.patchFiles)))
         return files
+    }
+
+    /// Temporary files a killed probe left behind (`.<name>.tmp-<pid>-<n>`), removed
+    /// only when their writer is gone, so a concurrent probe is never disturbed.
+    static func removeAbandonedTemporaries(in directory: String) {
+        guard let walker = FileManager.default.enumerator(atPath: directory) else { return }
+        for case let relative as String in walker {
+            let name = URL(fileURLWithPath: relative).lastPathComponent
+            guard name.hasPrefix("."), let marker = name.range(of: ".tmp-") else { continue }
+            let pidText = name[marker.upperBound...].prefix { $0.isNumber }
+            guard let pid = Int32(pidText), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            try? FileManager.default.removeItem(atPath: directory + "/" + relative)
+        }
     }
 
     /// patch_check's table of applied patch-*.h files.
@@ -64,6 +77,7 @@ public enum ConftestOutput {
             if path.hasPrefix("compile-tests/") { return 3 }
             return 4
         }
+        removeAbandonedTemporaries(in: directory)
         // Nothing changed since the last write: leave the files (and their timestamps) alone.
         if all.allSatisfy({ FileManager.default.contents(atPath: directory + "/" + $0.path) == Data($0.content.utf8) }) {
             return

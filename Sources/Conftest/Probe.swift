@@ -53,7 +53,7 @@ public struct ProbeReport: Sendable, Codable {
 }
 
 public struct ProbeOptions: Sendable {
-    public var tree: DriverTree
+    public var tree: ConftestRequests
     public var kernel: KernelTarget
     public var catalog: Catalog
     public var jobs: Int
@@ -70,7 +70,7 @@ public struct ProbeOptions: Sendable {
     /// Exact, but off by default: building the headers cost as much as it saved here.
     public var precompiledHeaders: Bool = false
 
-    public init(tree: DriverTree, kernel: KernelTarget, catalog: Catalog, jobs: Int, environment: [String: String],
+    public init(tree: ConftestRequests, kernel: KernelTarget, catalog: Catalog, jobs: Int, environment: [String: String],
                 compilerOverride: String? = nil, strict: Bool = false, onlyTests: Set<String>? = nil, cache: ResultCache? = nil) {
         self.tree = tree
         self.kernel = kernel
@@ -155,7 +155,7 @@ public enum Prober {
         let presence = try await concurrentMap(Array(headers.enumerated()), limit: jobs) { item in
             let (index, header) = item
             let result = try await runner.headerPresent(header, index: index, cache: cache, identity: identity)
-            return ProbeReport.HeaderPresenceResult(header: header, macro: DriverTree.presenceMacro(for: header), present: result.present)
+            return ProbeReport.HeaderPresenceResult(header: header, macro: ConftestRequests.presenceMacro(for: header), present: result.present)
         }
         progress(.headers, headers.count, headers.count)
         lap("flags+headers")

@@ -12,7 +12,7 @@ enum BuildHooks {
     /// Probe reports by build tree, so a failing build can be explained by the probe that preceded it.
     private static let reports = ReportStore()
 
-    static func prepare(for tree: Kbuild.DriverTree) -> KbuildBuilder.Prepare? {
+    static func prepare(for tree: DriverTree) -> KbuildBuilder.Prepare? {
         guard tree.requestsConftest else { return nil }
         return { kernel, buildTree in
             let env = ProcessInfo.processInfo.environment
@@ -20,7 +20,7 @@ enum BuildHooks {
                 throw UserError(.environment, "the conftest catalog was not found; set NVBUILD_CATALOG")
             }
             let options = ProbeOptions(
-                tree: try Conftest.DriverTree.read(path: buildTree,
+                tree: try Conftest.ConftestRequests.read(path: buildTree,
                                                    modules: env["NV_KERNEL_MODULES"].map { $0.split(separator: " ").map(String.init) },
                                                    excluded: (env["NV_EXCLUDE_KERNEL_MODULES"] ?? "").split(separator: " ").map(String.init)),
                 kernel: kernel,
@@ -34,7 +34,7 @@ enum BuildHooks {
         }
     }
 
-    static func explain(for tree: Kbuild.DriverTree) -> KbuildBuilder.Explain? {
+    static func explain(for tree: DriverTree) -> KbuildBuilder.Explain? {
         guard tree.requestsConftest else { return nil }
         return { kernel, buildTree, failure in
             guard let report = reports.get(buildTree), let dir = Catalog.defaultDirectory(),

@@ -77,7 +77,7 @@ struct ProbeOptionsGroup: ParsableArguments {
 
     func options(kernel: KernelTarget, only: Set<String>? = nil) throws -> ProbeOptions {
         let env = ProcessInfo.processInfo.environment
-        let tree = try DriverTree.read(path: URL(fileURLWithPath: self.tree).standardizedFileURL.path,
+        let tree = try ConftestRequests.read(path: URL(fileURLWithPath: self.tree).standardizedFileURL.path,
                                        modules: list(modules) ?? list(env["NV_KERNEL_MODULES"]),
                                        excluded: list(exclude) ?? list(env["NV_EXCLUDE_KERNEL_MODULES"]) ?? [])
         let cache = noCache ? nil : try ResultCache(directory: cacheDir ?? ResultCache.defaultDirectory(environment: env))

@@ -188,6 +188,8 @@ enum CLI {
         }
         let again = try CLI.run(["probe", "--quiet", "--tree", CLI.fixture, "--kernel", kernel, "--cache-dir", cache, "--output", outDir])
         #expect(again.status == 0, "\(again.stderr)")
+        let leftovers = (FileManager.default.enumerator(atPath: outDir)?.allObjects as? [String] ?? []).filter { $0.contains(".tmp-") }
+        #expect(leftovers.isEmpty, "temporary files left behind: \(leftovers)")
         for header in ["functions", "generic", "macros", "symbols", "types", "headers", "patches"] {
             let mine = try String(contentsOfFile: "\(outDir)/\(header).h", encoding: .utf8)
             let golden = try String(contentsOfFile: "\(CLI.repository)/Tests/Fixtures/golden/\(kernel)/\(header).h", encoding: .utf8)

@@ -106,9 +106,9 @@ import Testing
     }
 }
 
-@Suite struct DriverTreeTests {
+@Suite struct ConftestRequestsTests {
     @Test func readsRequestsInKbuildOrderWithoutDuplicates() throws {
-        let tree = try DriverTree.read(path: Repo.fixtureTree)
+        let tree = try ConftestRequests.read(path: Repo.fixtureTree)
         #expect(tree.modules == ["nvfixture", "nvfixture-drm"])
         let functions = tree.requests[.functions] ?? []
         #expect(functions.first == "set_memory_uc")
@@ -120,17 +120,17 @@ import Testing
     }
 
     @Test func honoursModuleExclusion() throws {
-        let tree = try DriverTree.read(path: Repo.fixtureTree, excluded: ["nvfixture-drm"])
+        let tree = try ConftestRequests.read(path: Repo.fixtureTree, excluded: ["nvfixture-drm"])
         #expect(tree.modules == ["nvfixture"])
         #expect(!(tree.requests[.functions] ?? []).contains("drm_client_setup"))
     }
 
     @Test func presenceMacroNames() {
-        #expect(DriverTree.presenceMacro(for: "drm/display/drm_hdcp.h") == "NV_DRM_DISPLAY_DRM_HDCP_H_PRESENT")
-        #expect(DriverTree.presenceMacro(for: "linux/dma-resv.h") == "NV_LINUX_DMA_RESV_H_PRESENT")
+        #expect(ConftestRequests.presenceMacro(for: "drm/display/drm_hdcp.h") == "NV_DRM_DISPLAY_DRM_HDCP_H_PRESENT")
+        #expect(ConftestRequests.presenceMacro(for: "linux/dma-resv.h") == "NV_LINUX_DMA_RESV_H_PRESENT")
     }
 
     @Test func unreadableTreeIsAnEnvironmentError() {
-        #expect(throws: (any Error).self) { try DriverTree.read(path: "/nonexistent/kernel-open") }
+        #expect(throws: (any Error).self) { try ConftestRequests.read(path: "/nonexistent/kernel-open") }
     }
 }

@@ -33,7 +33,7 @@ enum Repo {
         for k in ["CC", "IGNORE_PREEMPT_RT_PRESENCE", "NV_KERNEL_MODULES", "NV_EXCLUDE_KERNEL_MODULES"] where environment[k] == nil {
             env.removeValue(forKey: k)
         }
-        return ProbeOptions(tree: try DriverTree.read(path: tree), kernel: kernel, catalog: try catalog(), jobs: 2,
+        return ProbeOptions(tree: try ConftestRequests.read(path: tree), kernel: kernel, catalog: try catalog(), jobs: 2,
                             environment: env, compilerOverride: compiler, onlyTests: only, cache: cache)
     }
 }

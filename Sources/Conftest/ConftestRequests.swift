@@ -3,7 +3,7 @@ import NVBuildSupport
 
 /// The conftest requests of an NVIDIA-style driver tree (`kernel-open/`),
 /// read the way its Kbuild reads them.
-public struct DriverTree: Sendable {
+public struct ConftestRequests: Sendable {
     /// The five request lists, each feeding one generated header.
     public enum Header: String, Sendable, CaseIterable, Codable {
         case functions, generic, macros, symbols, types
@@ -49,7 +49,7 @@ public struct DriverTree: Sendable {
     }
 
     /// Reads a tree. `modules` and `excluded` mirror NV_KERNEL_MODULES and NV_EXCLUDE_KERNEL_MODULES.
-    public static func read(path: String, modules requested: [String]? = nil, excluded: [String] = []) throws -> DriverTree {
+    public static func read(path: String, modules requested: [String]? = nil, excluded: [String] = []) throws -> ConftestRequests {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
@@ -89,7 +89,7 @@ public struct DriverTree: Sendable {
         let patches = ((try? fm.contentsOfDirectory(atPath: path)) ?? [])
             .filter { $0.hasPrefix("patch-") && $0.hasSuffix(".h") }
             .sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
-        return DriverTree(
+        return ConftestRequests(
             path: path, modules: modules, requests: requests, headerPresenceTests: headerTests,
             driverVersion: versionString(kbuild: kbuild),
             conftestScript: fm.isReadableFile(atPath: script) ? script : nil,
