@@ -52,13 +52,23 @@ struct ExplainProbe: AsyncParsableCommand {
             Terminal.out("")
             Terminal.out("  probe '\(outcome.probe)': \(outcome.compiled ? "compiled" : "failed to compile")")
             Terminal.out("  command: \(outcome.command.map(shellQuote).joined(separator: " "))")
-            let diags = outcome.diagnostics.split(separator: "\n").filter { $0.contains("error") || $0.contains("warning") || $0.contains("note:") }
-            if diags.isEmpty {
-                Terminal.out("  diagnostics: none")
+            // Errors decide the result; show them with the notes that follow each, then count the rest.
+            let lines = outcome.diagnostics.split(separator: "\n").map(String.init)
+            var shown: [String] = []
+            var inError = false
+            for line in lines {
+                if line.contains("error:") { inError = true; shown.append(line) }
+                else if inError && line.contains("note:") { shown.append(line) }
+                else if line.contains("warning:") { inError = false }
+            }
+            let warnings = lines.filter { $0.contains("warning:") }.count
+            if shown.isEmpty {
+                Terminal.out("  errors: none" + (warnings > 0 ? " (\(warnings) warnings; --json shows all diagnostics)" : ""))
             } else {
-                Terminal.out("  diagnostics:")
-                for line in diags.prefix(12) { Terminal.out("    \(line)") }
-                if diags.count > 12 { Terminal.out("    … \(diags.count - 12) more (use --json for all)") }
+                Terminal.out("  errors:")
+                for line in shown.prefix(12) { Terminal.out("    \(line)") }
+                if shown.count > 12 { Terminal.out("    … \(shown.count - 12) more") }
+                if warnings > 0 { Terminal.out("  (\(warnings) warnings not shown; --json shows all diagnostics)") }
             }
         }
         if let s = result.suspicious { Terminal.warning(s) }
