@@ -140,8 +140,7 @@ enum ProbeSummary {
         }
         let delegated = report.delegated
         let seconds = String(format: "%.2f", report.seconds)
-        Terminal.out("probe \(report.kernel.release): \(report.tests.count) tests, \(report.headerPresence.count) headers → \(destination)")
-        Terminal.out("  \(defined) defined, \(undefined) undefined, \(delegated.count) delegated; \(report.compiles) compiled, \(report.cachedCompiles) from cache; \(seconds) s")
+        Terminal.out("probe \(report.kernel.release): \(report.tests.count) tests, \(report.headerPresence.count) headers: \(defined) defined, \(undefined) undefined, \(delegated.count) delegated; \(report.compiles) compiled, \(report.cachedCompiles) from cache; \(seconds) s → \(destination)")
         if !delegated.isEmpty {
             Terminal.warning("delegated to the tree's conftest.sh (not in the catalog): \(delegated.joined(separator: ", "))")
         }

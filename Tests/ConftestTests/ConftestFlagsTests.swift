@@ -1,0 +1,34 @@
+import Foundation
+import KernelTree
+import NVBuildSupport
+import Testing
+
+@testable import Conftest
+
+/// The compile flags are computed as data; they must equal what NVIDIA's Kbuild passed
+/// to conftest.sh for 595.45.04 on the 6.12 Debian headers (recorded in the shared
+/// reference inventory), up to the PID conftest.sh embeds.
+@Suite struct ConftestFlagsTests {
+    @Test func flagsEqualTheKbuildConftestFlagsOn612() async throws {
+        let inventory = Repo.root + "/../shared/reference/conftest-inventory.json"
+        let data = try #require(FileManager.default.contents(atPath: inventory), "../shared/reference is beside the repository in CI")
+        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let assembly = try #require(json["assembly"] as? [String: Any])
+        let observed = try #require(assembly["NV_CONFTEST_CFLAGS_observed_6_12"] as? String)
+        let kernel = try #require(Repo.kernels().first { $0.release.hasPrefix("6.12.") })
+
+        var tree = try ConftestRequests.read(path: Repo.fixtureTree)
+        tree.driverVersion = "595.45.04"
+        let compiler = ConftestFlags.compilerCommand(kernel: kernel, override: nil, environment: [:])
+        let facts = try await ConftestFlags.CompilerFacts.query(compiler: compiler)
+        let flags = ConftestFlags.baseFlags(kernel: kernel, compiler: facts, autoconf: ConftestFlags.autoconfPath(kernel: kernel), environment: [:])
+            + ConftestFlags.kbuildFlags(tree: tree, kernel: kernel, environment: [:])
+
+        let mine = flags.map { $0.replacingOccurrences(of: Repo.fixtureTree, with: "<tree>") }
+        let expected = observed
+            .replacingOccurrences(of: "6.12.117+deb12-amd64", with: kernel.release)
+            .split(separator: " ").map(String.init)
+            .map { $0.replacingOccurrences(of: #"#conftest[0-9]+"#, with: "#conftest", options: .regularExpression) }
+        #expect(mine == expected)
+    }
+}
