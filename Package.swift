@@ -57,12 +57,14 @@ let package = Package(
             ]
         ),
 
+        // Facts about the machine the tests run on, shared by several test targets.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "SupportTests", dependencies: ["NVBuildSupport"]),
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
         .testTarget(name: "ConftestTests", dependencies: ["Conftest", "KernelTree"]),
-        .testTarget(name: "ModuleELFTests", dependencies: ["ModuleELF"]),
+        .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "ModuleELF"]),
         .testTarget(name: "ModuleGraphTests", dependencies: ["ModuleGraph", "KernelTree", "CKmod"]),
-        .testTarget(name: "DKMSTests", dependencies: ["DKMS", "Kbuild"]),
+        .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "DKMS", "Kbuild"]),
         .testTarget(name: "CLITests", dependencies: ["nvbuild"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,3 +1,4 @@
+import TestSupport
 import Foundation
 
 /// The Debian kernels the set-up script installs, with where their modules live.

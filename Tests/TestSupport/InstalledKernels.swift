@@ -2,8 +2,8 @@ import Foundation
 
 /// The standard Debian 6.1 and 6.12 kernels scripts/setup installs (the newest of each
 /// series the package index offered), found on the machine rather than named here.
-enum InstalledKernels {
-    static let standard: [String] = {
+public enum InstalledKernels {
+    public static let standard: [String] = {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: "/lib/modules")) ?? []
         func newest(_ pattern: String) -> String? {
             names.filter { $0.range(of: pattern, options: .regularExpression) != nil }

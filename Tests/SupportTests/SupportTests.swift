@@ -1,0 +1,44 @@
+import Foundation
+import NVBuildSupport
+import Testing
+
+@Suite struct AtomicFileTests {
+    @Test func replacesContentAndLeavesNoTemporary() throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/nvbuild-atomic-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/sub/file.h"
+        try AtomicFile.write("first\n", to: path)
+        try AtomicFile.write("second\n", to: path, durable: false)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "second\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/sub") == ["file.h"])
+    }
+
+    @Test func unwritableDirectoryIsAnError() {
+        #expect(throws: (any Error).self) { try AtomicFile.write("x", to: "/proc/nvbuild-cannot-write/file") }
+    }
+}
+
+@Suite struct MakeSyntaxTests {
+    @Test func joinsContinuationsAndDropsComments() {
+        let text = "A = one \\\n  two # comment\nB := three\n"
+        #expect(MakeSyntax.logicalLines(text).first == "A = one    two ")
+        #expect(MakeSyntax.listValue(of: "A", in: text) == ["one", "two"])
+        #expect(MakeSyntax.listValue(of: "B", in: text) == ["three"])
+        #expect(MakeSyntax.listValue(of: "C", in: text) == [])
+    }
+}
+
+@Suite struct ProcessRunnerTests {
+    @Test func capturesOutputAndStatus() async throws {
+        let out = try await ProcessRunner().run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        #expect(out.exitStatus == 3)
+        #expect(out.standardOutput == "out\n")
+        #expect(out.standardError == "err\n")
+    }
+
+    @Test func missingExecutableIsNamed() async {
+        await #expect(throws: ProcessRunnerError.executableNotFound("nvbuild-no-such-tool")) {
+            try await ProcessRunner().run(["nvbuild-no-such-tool"])
+        }
+    }
+}
