@@ -56,6 +56,51 @@ struct RealDKMSTests {
         #expect(!after.standardOutput.contains(name))
     }
 
+    /// The NVIDIA-shaped fixture tree: dkms.conf's MAKE runs `nvbuild probe` (nvbuild on
+    /// PATH, as on a target where it is installed) and then the tree's Makefile.
+    @Test func nvidiaShapedFixtureBuildsAndInstallsForBothKernels() async throws {
+        let binary = try #require(Fixtures.nvbuildBinary, "build the nvbuild product first (swift build)")
+        let name = Self.uniqueName("fixture"), version = "0.1.0"
+        let out = try Fixtures.temporaryDirectory("dkms-fixture")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let tree = try DriverTree.load(path: Fixtures.repository + "/Tests/Fixtures/kernel-open")
+        #expect(tree.requestsConftest && tree.rejectsPreemptRT)
+        let package = try await DKMSPackager.package(
+            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree, jobs: 2), outputRoot: out)
+        let conf = try String(contentsOfFile: package.directory + "/dkms.conf", encoding: .utf8)
+        #expect(conf.contains("BUILD_EXCLUSIVE_CONFIG=\"!CONFIG_PREEMPT_RT\""))
+        #expect(conf.contains("nvbuild probe"))
+        await cleanUp(name, version)
+        let path = URL(fileURLWithPath: binary).deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+        let runner = ProcessRunner(environment: ProcessInfo.processInfo.environment.merging(["PATH": path]) { $1 })
+        do {
+            #expect(try await runner.run(["dkms", "add", package.directory]).succeeded)
+            for kernel in Fixtures.kernels {
+                let build = try await runner.run(["dkms", "build", "\(name)/\(version)", "-k", kernel])
+                #expect(build.succeeded, "dkms build -k \(kernel): \(build.standardOutput)\(build.standardError)")
+                let install = try await runner.run(["dkms", "install", "\(name)/\(version)", "-k", kernel])
+                #expect(install.succeeded, "dkms install -k \(kernel): \(install.standardOutput)\(install.standardError)")
+                for module in ["nvfixture", "nvfixture-drm"] {
+                    let installed = ["", ".xz", ".zst", ".gz"].map { "/lib/modules/\(kernel)/updates/dkms/\(module).ko\($0)" }
+                        .first { FileManager.default.fileExists(atPath: $0) }
+                    #expect(installed != nil, "\(module) not installed for \(kernel)")
+                    if let installed {
+                        let vermagic = try await runner.run(["modinfo", "-F", "vermagic", installed])
+                        #expect(vermagic.standardOutput.hasPrefix("\(kernel) "))
+                    }
+                }
+            }
+            let status = try await runner.run(["dkms", "status", name])
+            for kernel in Fixtures.kernels {
+                #expect(status.standardOutput.contains("\(name)/\(version), \(kernel), x86_64: installed"), "\(status.standardOutput)")
+            }
+        } catch {
+            await cleanUp(name, version)
+            throw error
+        }
+        await cleanUp(name, version)
+    }
+
     @Test func ldtarballAcceptsTheTarball() async throws {
         let name = Self.uniqueName("tarball"), version = "2.0"
         let out = try Fixtures.temporaryDirectory("dkms-tarball")
