@@ -86,20 +86,31 @@ public enum ModinfoFormatter {
         }
         for parameter in parameters(list) {
             pad("parm:", into: &output)
-            output.append(contentsOf: parameter.name)
-            output.append(UInt8(ascii: ":"))
-            if let description = parameter.description {
-                output.append(contentsOf: description)
-                if let type = parameter.type {
-                    output.append(contentsOf: " (".utf8)
-                    output.append(contentsOf: type)
-                    output.append(UInt8(ascii: ")"))
-                }
-            } else if let type = parameter.type {
-                output.append(contentsOf: type)
-            }
-            output.append(0x0A)
+            appendParameter(parameter, bareTypeInParentheses: false, into: &output)
         }
+    }
+
+    /// One `name:description (type)` parameter line. modinfo differs in one case: a
+    /// parameter with a type but no description prints the bare type in the full
+    /// listing and ` (type)` under `-F parm`.
+    private static func appendParameter(_ parameter: Parameter, bareTypeInParentheses: Bool, into output: inout [UInt8]) {
+        output.append(contentsOf: parameter.name)
+        output.append(UInt8(ascii: ":"))
+        if let description = parameter.description {
+            output.append(contentsOf: description)
+            if let type = parameter.type {
+                output.append(contentsOf: " (".utf8)
+                output.append(contentsOf: type)
+                output.append(UInt8(ascii: ")"))
+            }
+        } else if bareTypeInParentheses {
+            output.append(contentsOf: " (".utf8)
+            output.append(contentsOf: parameter.type ?? [])
+            output.append(UInt8(ascii: ")"))
+        } else if let type = parameter.type {
+            output.append(contentsOf: type)
+        }
+        output.append(0x0A)
     }
 
     /// Exactly what `modinfo -F field FILE` prints.
@@ -112,21 +123,7 @@ public enum ModinfoFormatter {
         let list = infoList(module)
         if field == "parm" {
             for parameter in parameters(list) {
-                output.append(contentsOf: parameter.name)
-                output.append(UInt8(ascii: ":"))
-                if let description = parameter.description {
-                    output.append(contentsOf: description)
-                    if let type = parameter.type {
-                        output.append(contentsOf: " (".utf8)
-                        output.append(contentsOf: type)
-                        output.append(UInt8(ascii: ")"))
-                    }
-                } else {
-                    output.append(contentsOf: " (".utf8)
-                    output.append(contentsOf: parameter.type ?? [])
-                    output.append(UInt8(ascii: ")"))
-                }
-                output.append(0x0A)
+                appendParameter(parameter, bareTypeInParentheses: true, into: &output)
             }
             return
         }
