@@ -35,8 +35,8 @@ struct DiffProbe: AsyncParsableCommand {
         }
         let changes = Self.changes(reports[0], reports[1])
         if json {
-            try Terminal.json(["from": kernels[0], "to": kernels[1]] as [String: String])
-            try Terminal.json(changes)
+            struct Document: Encodable { var from: String; var to: String; var changes: [Change] }
+            try Terminal.json(Document(from: kernels[0], to: kernels[1], changes: changes))
             return
         }
         if changes.isEmpty { Terminal.out("no macro differs between \(kernels[0]) and \(kernels[1])") }

@@ -146,6 +146,9 @@ enum CLI {
         let b = try CLI.standardKernel("6.12.")
         let out = try CLI.run(["probe", "diff", "--tree", CLI.fixture, "--kernel", a, "--kernel", b, "--json"])
         #expect(out.status == 0, "\(out.stderr)")
+        let document = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any]
+        #expect(document?["from"] as? String == a)
+        #expect((document?["changes"] as? [[String: Any]])?.isEmpty == false)
         #expect(out.stdout.contains("NV_DRM_CLIENT_SETUP_PRESENT"))
         #expect(out.stdout.contains("NV_FIXTURE_FOP_FLAGS_PRESENT"))
         #expect(!out.stdout.contains("NV_MM_HAS_MMAP_LOCK"))
