@@ -21,45 +21,11 @@ public struct CompileRunner: Sendable {
 
     /// The exact command line of a compile in `directory` (the private dir is
     /// on the include path so auxiliary files resolve like conftest.sh's).
-    public func compileCommand(directory: String, flags override: [String]? = nil) -> [String] {
-        compiler + (override ?? flags) + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", "conftest.c", "-o", "conftest.o"]
+    public func compileCommand(directory: String) -> [String] {
+        compiler + flags + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", "conftest.c", "-o", "conftest.o"]
     }
 
-    /// The flags for compiles that start from a precompiled header: the `-include`d
-    /// autoconf header moves into the precompiled text (where gcc would have read it
-    /// first anyway), because gcc uses a PCH only as the very first input.
-    var flagsWithoutForcedIncludes: (flags: [String], forced: [String]) {
-        var out: [String] = []
-        var forced: [String] = []
-        var i = 0
-        while i < flags.count {
-            if flags[i] == "-include", i + 1 < flags.count {
-                forced.append(flags[i + 1])
-                i += 2
-                continue
-            }
-            out.append(flags[i])
-            i += 1
-        }
-        return (out, forced)
-    }
-
-    /// Builds `<directory>/prefix.h.gch` from `text`; nil when gcc cannot precompile it.
-    public func precompile(id: String, text: String) async throws -> (header: String, dependencies: [String])? {
-        let directory = "\(scratch)/\(id)"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let (pchFlags, forced) = flagsWithoutForcedIncludes
-        let header = forced.map { "#include \"\($0)\"\n" }.joined() + text
-        try Data(header.utf8).write(to: URL(fileURLWithPath: directory + "/prefix.h"))
-        _ = runs.increment()
-        let output = try await runner.run(compiler + pchFlags + ["-MD", "-MF", "prefix.d", "-x", "c-header", "prefix.h", "-o", "prefix.h.gch"], workingDirectory: directory)
-        guard output.succeeded, FileManager.default.fileExists(atPath: directory + "/prefix.h.gch") else { return nil }
-        let rule = (try? String(contentsOfFile: directory + "/prefix.d", encoding: .utf8)) ?? ""
-        let deps = ResultCache.dependencies(fromMakeRule: rule, directory: directory).filter { !$0.hasPrefix(directory + "/") }
-        return (directory + "/prefix.h", deps)
-    }
-
-    public func compile(id: String, source: String, files: [TestDefinition.AuxiliaryFile], precompiled: Bool = false) async throws -> (compiled: Bool, diagnostics: String, command: [String], dependencies: [String]) {
+    public func compile(id: String, source: String, files: [TestDefinition.AuxiliaryFile]) async throws -> (compiled: Bool, diagnostics: String, command: [String], dependencies: [String]) {
         let directory = "\(scratch)/\(id)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -67,13 +33,12 @@ public struct CompileRunner: Sendable {
         for file in files {
             try Data(file.content.utf8).write(to: URL(fileURLWithPath: directory + "/" + file.name))
         }
-        let command = compileCommand(directory: directory, flags: precompiled ? flagsWithoutForcedIncludes.flags : nil)
+        let command = compileCommand(directory: directory)
         _ = runs.increment()
         let output = try await runner.run(command, workingDirectory: directory)
         let compiled = output.succeeded && FileManager.default.fileExists(atPath: directory + "/conftest.o")
         let rule = (try? String(contentsOfFile: directory + "/conftest.d", encoding: .utf8)) ?? ""
         let dependencies = ResultCache.dependencies(fromMakeRule: rule, directory: directory)
-            .filter { !$0.hasPrefix(directory + "/") && !$0.hasPrefix(scratch + "/") }
         return (compiled, output.standardError, command, dependencies)
     }
 
@@ -98,7 +63,6 @@ public struct CompileRunner: Sendable {
         let first = try await runner.run(base + ["presence.c"], workingDirectory: directory)
         if first.succeeded {
             let deps = ResultCache.dependencies(fromMakeRule: first.standardOutput, directory: directory)
-                .filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
             cache?.store(step: key, ok: true, output: first.standardError, dependencies: deps)
             return (true, first.standardError)
         }
@@ -116,7 +80,6 @@ public struct CompileRunner: Sendable {
         }
         if second.succeeded {
             let deps = ResultCache.dependencies(fromMakeRule: second.standardOutput, directory: directory)
-                .filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
             let searched = Self.includeDirectories(extra + flags).map { $0 + "/" + header }
             cache?.store(step: key, ok: false, output: first.standardError, dependencies: deps, absent: searched)
         }
@@ -155,7 +118,7 @@ public struct CompileRunner: Sendable {
         let text = (try? String(contentsOfFile: directory + "/uts.i", encoding: .utf8)) ?? ""
         let value = text.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         if output.succeeded, let rule = try? String(contentsOfFile: directory + "/uts.d", encoding: .utf8) {
-            let deps = ResultCache.dependencies(fromMakeRule: rule, directory: directory).filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
+            let deps = ResultCache.dependencies(fromMakeRule: rule, directory: directory)
             cache?.store(step: key, ok: true, output: value, dependencies: deps)
         }
         return value

@@ -7,8 +7,6 @@ struct CompileUnit: Sendable {
     var probe: String
     /// The include part (shared verbatim by units that may share a translation unit).
     var includes: String
-    /// The include part item by item (headers or named blocks), for precompiled prefixes.
-    var includeItems: [String]
     var body: String
     var files: [TestDefinition.AuxiliaryFile]
     /// For nvbuild's own generated shapes (a call, an offsetof): the identifier the
@@ -18,21 +16,6 @@ struct CompileUnit: Sendable {
     func source(preamble: String) -> String {
         preamble + (includes.isEmpty ? "" : includes + "\n") + body + "\n"
     }
-
-    /// The same text with the preamble and the first `prefix.items` include items
-    /// replaced by the precompiled header that holds exactly them.
-    func source(preamble: String, precompiled prefix: PrecompiledPrefix?) -> String {
-        guard let prefix else { return source(preamble: preamble) }
-        let rest = includeItems.dropFirst(prefix.items).joined(separator: "\n")
-        return "#include \"\(prefix.header)\"\n" + (rest.isEmpty ? "" : rest + "\n") + body + "\n"
-    }
-}
-
-/// A precompiled header holding the preamble and the first `items` include items.
-struct PrecompiledPrefix: Sendable {
-    var header: String
-    var items: Int
-    var dependencies: [String]
 }
 
 /// Compiles units, grouping those with identical include sets into one
@@ -51,7 +34,6 @@ struct GroupedCompiler: Sendable {
         var compiled: Bool
         var diagnostics: String
         var dependencies: [String]
-        var grouped: Bool
     }
 
     /// Batches of unit indices: groups (≥2) and singles.
@@ -78,38 +60,11 @@ struct GroupedCompiler: Sendable {
         return grouped + singles
     }
 
-    /// For each batch, the longest include prefix (in items) that at least `minimumShare`
-    /// batches start with: those batches compile against one precompiled header of it,
-    /// which gcc treats exactly as the text it was made from.
-    func precompiledPrefixes(_ batches: [[Int]], units: [CompileUnit], minimumShare: Int = 3) -> [Int: [String]] {
-        var counts: [[String]: Int] = [:]
-        for batch in batches {
-            let items = units[batch[0]].includeItems
-            guard !items.isEmpty else { continue }
-            for k in 1...items.count { counts[Array(items.prefix(k)), default: 0] += 1 }
-        }
-        var chosen: [Int: [String]] = [:]
-        for (b, batch) in batches.enumerated() {
-            let items = units[batch[0]].includeItems
-            guard !items.isEmpty, units[batch[0]].files.isEmpty else { continue }
-            for k in stride(from: items.count, through: 1, by: -1) where counts[Array(items.prefix(k))]! >= minimumShare {
-                chosen[b] = Array(items.prefix(k))
-                break
-            }
-        }
-        return chosen
-    }
-
-    func compile(_ batch: [Int], units: [CompileUnit], id: String, precompiled: PrecompiledPrefix? = nil) async throws -> [Int: Result] {
-        let pchDeps = precompiled?.dependencies ?? []
+    func compile(_ batch: [Int], units: [CompileUnit], id: String) async throws -> [Int: Result] {
         func solo(_ i: Int, _ tag: String) async throws -> Result {
             let u = units[i]
-            let r = try await runner.compile(id: tag, source: u.source(preamble: preamble, precompiled: precompiled),
-                                             files: u.files, precompiled: precompiled != nil)
-            return Result(compiled: r.compiled, diagnostics: r.diagnostics, dependencies: Array(Set(r.dependencies + pchDeps)), grouped: false)
-        }
-        if batch.count == 1 {
-            return [batch[0]: try await solo(batch[0], id)]
+            let r = try await runner.compile(id: tag, source: u.source(preamble: preamble), files: u.files)
+            return Result(compiled: r.compiled, diagnostics: r.diagnostics, dependencies: r.dependencies)
         }
         var results: [Int: Result] = [:]
         var pending = batch
@@ -120,17 +75,18 @@ struct GroupedCompiler: Sendable {
                 results[pending[0]] = try await solo(pending[0], "\(id)-\(round)")
                 break
             }
-            let (source, ranges) = groupSource(pending.map { units[$0] }, precompiled: precompiled)
-            let g = try await runner.compile(id: "\(id)-\(round)", source: source, files: [], precompiled: precompiled != nil)
-            let r = (compiled: g.compiled, diagnostics: g.diagnostics, dependencies: Array(Set(g.dependencies + pchDeps)))
+            let (source, ranges) = groupSource(pending.map { units[$0] })
+            let r = try await runner.compile(id: "\(id)-\(round)", source: source, files: [])
             if r.compiled {
                 for (k, i) in pending.enumerated() {
-                    results[i] = Result(compiled: true, diagnostics: Self.diagnostics(r.diagnostics, in: ranges[k]), dependencies: r.dependencies, grouped: true)
+                    results[i] = Result(compiled: true, diagnostics: Self.diagnostics(r.diagnostics, in: ranges[k]), dependencies: r.dependencies)
                 }
                 break
             }
-            guard let failing = Self.attribute(r.diagnostics, ranges: ranges) else {
-                // Not attributable: compile every remaining unit alone.
+            // The group failed: units with attributed errors failed; the others are compiled
+            // again without them. When no error can be attributed, every unit goes alone.
+            let failing = Self.attribute(r.diagnostics, ranges: ranges) ?? []
+            if failing.isEmpty {
                 for (k, i) in pending.enumerated() {
                     results[i] = try await solo(i, "\(id)-solo-\(k)")
                 }
@@ -139,16 +95,10 @@ struct GroupedCompiler: Sendable {
             var next: [Int] = []
             for (k, i) in pending.enumerated() {
                 if failing.contains(k) {
-                    results[i] = Result(compiled: false, diagnostics: Self.diagnostics(r.diagnostics, in: ranges[k]), dependencies: r.dependencies, grouped: true)
+                    results[i] = Result(compiled: false, diagnostics: Self.diagnostics(r.diagnostics, in: ranges[k]), dependencies: r.dependencies)
                 } else {
                     next.append(i)
                 }
-            }
-            if next.count == pending.count { // nothing attributable failed, yet the group failed
-                for (k, i) in pending.enumerated() {
-                    results[i] = try await solo(i, "\(id)-solo-\(k)")
-                }
-                break
             }
             pending = next
         }
@@ -158,14 +108,8 @@ struct GroupedCompiler: Sendable {
     static func sentinel(_ k: Int) -> String { "nvbuild_checkpoint_\(k)" }
 
     /// The group's source and each unit's line range (1-based, inclusive, sentinel included).
-    func groupSource(_ members: [CompileUnit], precompiled: PrecompiledPrefix? = nil) -> (String, [ClosedRange<Int>]) {
-        var text: String
-        if let precompiled {
-            let rest = members[0].includeItems.dropFirst(precompiled.items).joined(separator: "\n")
-            text = "#include \"\(precompiled.header)\"\n" + (rest.isEmpty ? "" : rest + "\n")
-        } else {
-            text = preamble + (members[0].includes.isEmpty ? "" : members[0].includes + "\n")
-        }
+    func groupSource(_ members: [CompileUnit]) -> (String, [ClosedRange<Int>]) {
+        var text = preamble + (members[0].includes.isEmpty ? "" : members[0].includes + "\n")
         var line = text.reduce(0) { $1 == "\n" ? $0 + 1 : $0 } + 1
         var ranges: [ClosedRange<Int>] = []
         for (k, u) in members.enumerated() {

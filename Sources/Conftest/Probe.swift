@@ -37,7 +37,9 @@ public struct ProbeReport: Sendable, Codable {
     public var seconds: Double
     /// Seconds spent in each phase, for --verbose and benchmarks.
     public var phaseSeconds: [String: Double]
+    /// Probes compiled in this run, and the compiler processes that took (grouping shares them).
     public var compiles: Int
+    public var compilerRuns: Int
     public var cachedCompiles: Int
 
     public struct HeaderPresenceResult: Sendable, Equatable, Codable {
@@ -66,9 +68,6 @@ public struct ProbeOptions: Sendable {
     public var cache: ResultCache?
     /// Share translation units between compile probes with identical includes (exact; see GroupedCompiler).
     public var grouping: Bool = true
-    /// Parse include prefixes shared by several compiles once, as gcc precompiled headers.
-    /// Exact, but off by default: building the headers cost as much as it saved here.
-    public var precompiledHeaders: Bool = false
 
     public init(tree: ConftestRequests, kernel: KernelTarget, catalog: Catalog, jobs: Int, environment: [String: String],
                 compilerOverride: String? = nil, strict: Bool = false, onlyTests: Set<String>? = nil, cache: ResultCache? = nil) {
@@ -185,8 +184,7 @@ public enum Prober {
         var units: [CompileUnit] = []
         for (name, def) in planned {
             for part in ProbeSource.units(of: def) {
-                units.append(CompileUnit(test: name, probe: part.name, includes: part.includes,
-                                         includeItems: def.includes.map(\.text), body: part.body,
+                units.append(CompileUnit(test: name, probe: part.name, includes: part.includes, body: part.body,
                                          files: def.files, groupToken: options.grouping ? part.token : nil))
             }
         }
@@ -199,11 +197,10 @@ public enum Prober {
         // Cache keys hold only the header-presence results a unit can read: NV_*_PRESENT
         // macros are referenced by the tests' own text, never by kernel headers. A tree
         // whose header list differs therefore still reuses every unaffected result.
-        let presenceLines = presence.map(\.line)
         func keySource(_ u: CompileUnit) -> String {
             let text = u.includes + u.body + u.files.map(\.content).joined()
             let relevant = presence.filter { text.contains($0.macro) }.map(\.line)
-            return u.source(preamble: ProbeSource.preamble(headerPresenceLines: relevant.count == presenceLines.count ? presenceLines : relevant))
+            return u.source(preamble: ProbeSource.preamble(headerPresenceLines: relevant))
         }
         for (i, u) in units.enumerated() {
             if let cache, let hit = cache.lookup(context: cacheContext, source: keySource(u), files: u.files) {
@@ -218,22 +215,9 @@ public enum Prober {
         let compilerGroups = GroupedCompiler(runner: runner, preamble: preamble)
         let pendingUnits = uncached.map { units[$0] }
         let batches = compilerGroups.plan(pendingUnits)
-        // Shared include prefixes are parsed once, into precompiled headers, before the batches.
-        let prefixOf = options.precompiledHeaders ? compilerGroups.precompiledPrefixes(batches, units: pendingUnits) : [:]
-        let distinctPrefixes = Array(Set(prefixOf.values))
-        let built = try await concurrentMap(Array(distinctPrefixes.enumerated()), limit: jobs) { item in
-            let (n, items) = item
-            let text = preamble + items.joined(separator: "\n") + "\n"
-            return try await runner.precompile(id: "pch\(n)", text: text).map { PrecompiledPrefix(header: $0.header, items: items.count, dependencies: $0.dependencies) }
-        }
-        var builtPrefixes: [[String]: PrecompiledPrefix] = [:]
-        for (items, pch) in zip(distinctPrefixes, built) { if let pch { builtPrefixes[items] = pch } }
-        let prefixes = builtPrefixes
-        lap("precompile")
         let batchResults = try await concurrentMap(Array(batches.enumerated()), limit: jobs) { item in
             let (n, batch) = item
-            let pch = prefixOf[n].flatMap { prefixes[$0] }
-            let results = try await compilerGroups.compile(batch, units: pendingUnits, id: "batch\(n)", precompiled: pch)
+            let results = try await compilerGroups.compile(batch, units: pendingUnits, id: "batch\(n)")
             for _ in batch { progress(.tests, counter.increment(), total) }
             return results
         }
@@ -253,7 +237,6 @@ public enum Prober {
             }
         }
         lap("compile")
-        phases["compiler runs"] = Double(runner.runs.increment() - 1)
         var byTest: [String: [String: ProbeOutcome]] = [:]
         for (u, outcome) in zip(units, outcomes) { byTest[u.test, default: [:]][u.probe] = outcome! }
         let compiledCount = outcomes.filter { $0?.cached == false }.count
@@ -276,7 +259,6 @@ public enum Prober {
                 }
             }
         }
-        let presenceMacros = Set(presence.filter { !$0.present }.map(\.macro))
         var results: [String: TestResult] = [:]
         for (name, def) in planned {
             let testOutcomes = byTest[name] ?? [:]
@@ -286,13 +268,13 @@ public enum Prober {
             let ordered = ProbeSource.probes(of: def).compactMap { testOutcomes[$0.name] }
             results[name] = TestResult(name: name, origin: .catalog, lines: verdict.lines, reasoning: verdict.reasoning,
                                        outcomes: ordered, note: def.note,
-                                       suspicious: suspiciousFailure(ordered, missingHeaders: presenceMacros, presence: presence))
+                                       suspicious: suspiciousFailure(ordered))
         }
 
         // Tests the catalog lacks: the tree's own conftest.sh, one call per test.
         if !missing.isEmpty, let script = options.tree.conftestScript {
             progress(.delegated, 0, missing.count)
-            let headersH = presence.map(\.line).joined(separator: "\n") + "\n// Kernel version: " + String(repeating: " ", count: 12) + uts + "\n"
+            let headersH = ConftestOutput.headersH(presence, utsRelease: uts)
             let delegateDir = scratch + "/delegate"
             try FileManager.default.createDirectory(atPath: delegateDir + "/conftest", withIntermediateDirectories: true)
             try Data(headersH.utf8).write(to: URL(fileURLWithPath: delegateDir + "/conftest/headers.h"))
@@ -331,7 +313,7 @@ public enum Prober {
             kernel: kernel, treePath: options.tree.path, driverVersion: options.tree.driverVersion,
             compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, utsRelease: uts,
             tests: requested.compactMap { results[$0] }, requests: requests, patchFiles: options.tree.patchFiles,
-            seconds: Date().timeIntervalSince(start), phaseSeconds: phases, compiles: compiledCount,
+            seconds: Date().timeIntervalSince(start), phaseSeconds: phases, compiles: compiledCount, compilerRuns: runner.runs.value,
             cachedCompiles: cachedCount
         )
     }
@@ -369,7 +351,7 @@ public enum Prober {
     /// A compile failure caused by a header that does not exist on this kernel,
     /// in a test that did not guard the include, decides the result for the
     /// wrong reason: say so.
-    static func suspiciousFailure(_ outcomes: [ProbeOutcome], missingHeaders: Set<String>, presence: [ProbeReport.HeaderPresenceResult]) -> String? {
+    static func suspiciousFailure(_ outcomes: [ProbeOutcome]) -> String? {
         for outcome in outcomes where !outcome.compiled {
             for line in outcome.diagnostics.split(separator: "\n") where line.contains("No such file or directory") && line.contains("fatal error") {
                 return "a probe failed because a header is missing (\(line.split(separator: ":").dropFirst(4).joined(separator: ":").trimmingCharacters(in: .whitespaces))), not because of the feature it tests"
@@ -381,12 +363,19 @@ public enum Prober {
 
 /// A thread-safe counter for progress.
 final class Counter: @unchecked Sendable {
-    private var value = 0
+    private var count = 0
     private let lock = NSLock()
+
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return count
+    }
+
     func increment() -> Int {
         lock.lock()
         defer { lock.unlock() }
-        value += 1
-        return value
+        count += 1
+        return count
     }
 }

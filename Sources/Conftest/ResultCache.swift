@@ -307,14 +307,15 @@ public final class ResultCache: @unchecked Sendable {
         return String(decoding: body, as: UTF8.self)
     }
 
-    /// Paths listed in a make-style dependency file (`-MD`), excluding the compiled source itself.
+    /// The inputs a make-style dependency rule (`-M`, `-MD`) lists, as absolute paths,
+    /// without the compile's own files in its private `directory` (the source, and a
+    /// header `-MG` reports missing, relative to it): those are not inputs to remember.
     public static func dependencies(fromMakeRule text: String, directory: String) -> [String] {
         let joined = text.replacingOccurrences(of: "\\\n", with: " ")
         guard let colon = joined.range(of: ": ") else { return [] }
         return joined[colon.upperBound...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
             .map(String.init)
-            .filter { $0 != "conftest.c" }
-            .map { $0.hasPrefix("/") ? $0 : directory + "/" + $0 }
+            .filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
     }
 }
 

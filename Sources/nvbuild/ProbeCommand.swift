@@ -54,9 +54,6 @@ struct ProbeOptionsGroup: ParsableArguments {
     @Flag(help: ArgumentHelp("Compile every probe in its own translation unit (no grouping), as conftest.sh does.", visibility: .hidden))
     var noGrouping = false
 
-    @Flag(help: ArgumentHelp("Precompile include prefixes shared by several compiles (measured: no net gain on 2 cores).", visibility: .hidden))
-    var precompiledHeaders = false
-
     @Flag(help: "Fail if the tree requests a test the catalog lacks instead of delegating it to the tree's conftest.sh.")
     var strict = false
 
@@ -84,7 +81,6 @@ struct ProbeOptionsGroup: ParsableArguments {
         var options = ProbeOptions(tree: tree, kernel: kernel, catalog: try loadCatalog(), jobs: jobs, environment: env,
                                    compilerOverride: cc, strict: strict, onlyTests: only, cache: cache)
         options.grouping = !noGrouping
-        options.precompiledHeaders = precompiledHeaders
         return options
     }
 }
@@ -120,7 +116,7 @@ struct RunProbe: AsyncParsableCommand {
             return
         }
         if verbose {
-            Terminal.out("phases: " + report.phaseSeconds.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value)) s" }.joined(separator: ", "))
+            Terminal.out("compiler runs: \(report.compilerRuns); phases: " + report.phaseSeconds.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value)) s" }.joined(separator: ", "))
             for t in report.tests {
                 Terminal.out("\(t.name): \(t.lines.joined(separator: "; "))")
                 Terminal.out("    \(t.reasoning)")
