@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "ModuleELF"]),
         .testTarget(name: "ModuleGraphTests", dependencies: ["ModuleGraph", "KernelTree", "CKmod"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "DKMS", "Kbuild"]),
-        .testTarget(name: "CLITests", dependencies: ["nvbuild"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "nvbuild"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -10,6 +10,11 @@ public enum ConftestOutput {
         "// Kernel version: " + versionIndent + utsRelease
     }
 
+    /// conftest/headers.h: the header-presence lines in list order, then the version line.
+    public static func headersH(_ presence: [ProbeReport.HeaderPresenceResult], utsRelease: String) -> String {
+        presence.map { $0.line + "\n" }.joined() + versionLine(utsRelease: utsRelease) + "\n"
+    }
+
     /// Relative path → content, for every file of conftest/.
     public static func files(for report: ProbeReport) -> [(path: String, content: String)] {
         let version = versionLine(utsRelease: report.utsRelease)
@@ -17,7 +22,7 @@ public enum ConftestOutput {
         for h in report.headerPresence {
             files.append(("header_presence/\(h.header).part", h.line + "\n"))
         }
-        files.append(("headers.h", report.headerPresence.map { $0.line + "\n" }.joined() + version + "\n"))
+        files.append(("headers.h", headersH(report.headerPresence, utsRelease: report.utsRelease)))
         var testLines: [String: [String]] = [:]
         for t in report.tests {
             testLines[t.name] = t.lines

@@ -29,23 +29,10 @@ public enum ProbeSource {
         return text
     }
 
-    /// The named compile probes of a definition: one for the simple patterns, several for `rules`.
+    /// The named compile probes of a definition, as the text after the preamble:
+    /// one for the simple patterns, several for `rules`.
     public static func probes(of definition: TestDefinition) -> [(name: String, body: String)] {
-        let includes = definition.includes.map(\.text).joined(separator: "\n")
-        let symbol = "nvbuild_conftest_" + definition.name
-        func withIncludes(_ body: String) -> String { includes.isEmpty ? body : includes + "\n" + body }
-        switch definition.check {
-        case .function(let name, let arguments):
-            return [("call", withIncludes("void \(symbol)(void) {\n    \(name)(\(arguments));\n}"))]
-        case .member(let type, let member):
-            return [("member", withIncludes("int \(symbol)(void) {\n    return offsetof(\(type), \(member));\n}"))]
-        case .compiles, .fails:
-            return [("code", withIncludes(definition.code ?? ""))]
-        case .rules:
-            return definition.probes.map { ($0.name, withIncludes($0.code)) }
-        default:
-            return []
-        }
+        units(of: definition).map { ($0.name, $0.includes.isEmpty ? $0.body : $0.includes + "\n" + $0.body) }
     }
 
     /// The probes split into include part and body, with the token that allows grouping.

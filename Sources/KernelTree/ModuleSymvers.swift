@@ -14,17 +14,13 @@ public struct SymbolExport: Sendable, Equatable, Codable {
 /// The kernel's exported symbols, as Kbuild's modpost wrote them.
 public struct ModuleSymvers: Sendable {
     public private(set) var exports: [SymbolExport]
-    /// Raw lines, kept because conftest's export checks are textual.
-    public private(set) var lines: [String]
     private var index: [String: Int]
 
     public init(parsing text: String) {
         var exports: [SymbolExport] = []
-        var lines: [String] = []
         var index: [String: Int] = [:]
         for raw in text.split(separator: "\n", omittingEmptySubsequences: true) {
             let line = String(raw)
-            lines.append(line)
             let fields = line.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
             guard fields.count >= 4 else { continue }
             let crcText = fields[0].hasPrefix("0x") ? String(fields[0].dropFirst(2)) : fields[0]
@@ -39,11 +35,11 @@ public struct ModuleSymvers: Sendable {
             exports.append(export)
         }
         self.exports = exports
-        self.lines = lines
         self.index = index
     }
 
-    /// Whether the file at `path` lists at least one vmlinux export, without parsing every line.
+    /// Whether the file at `path` lists at least one vmlinux export (conftest's Module.symvers
+    /// sanity check: a line whose third field starts with vmlinux), without parsing every line.
     public static func hasVmlinuxExports(at path: String) -> Bool? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         return data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> Bool in
@@ -61,11 +57,6 @@ public struct ModuleSymvers: Sendable {
 
     public subscript(symbol: String) -> SymbolExport? {
         index[symbol].map { exports[$0] }
-    }
-
-    /// True when at least one export comes from vmlinux (conftest's Module.symvers sanity check).
-    public var hasVmlinuxExports: Bool {
-        exports.contains { $0.module.hasPrefix("vmlinux") }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Runs the built `nvbuild` binary as a user would.
@@ -6,15 +7,7 @@ enum CLI {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     static let fixture = repository + "/Tests/Fixtures/kernel-open"
 
-    static var binary: String {
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("nvbuild").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return repository + "/.build/debug/nvbuild"
-    }
+    static var binary: String { BuiltProducts.nvbuild ?? repository + "/.build/debug/nvbuild" }
 
     struct Output {
         var status: Int32

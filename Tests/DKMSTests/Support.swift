@@ -27,17 +27,8 @@ enum Fixtures {
 
     static var isRoot: Bool { geteuid() == 0 }
 
-    /// The built `nvbuild` next to the test bundle (or in the repository's debug build).
-    static var nvbuildBinary: String? {
-        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("nvbuild").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        let fallback = repository + "/.build/debug/nvbuild"
-        return FileManager.default.isExecutableFile(atPath: fallback) ? fallback : nil
-    }
+    /// The built `nvbuild`, for tests where dkms runs it as an installed tool would.
+    static var nvbuildBinary: String? { BuiltProducts.nvbuild }
     static var hasDKMS: Bool { ProcessRunner.lookup("dkms") != nil }
 
     @discardableResult

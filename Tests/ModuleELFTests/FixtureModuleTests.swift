@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import ModuleELF
 import Testing
 
@@ -11,16 +12,8 @@ import Testing
         .appendingPathComponent("Fixtures/kernel-open").path
     static let fixtureModules = ["nvfixture.ko", "nvfixture-drm.ko"]
 
-    /// The `nvbuild` product of this build, next to the test bundle (`swift test` builds it).
-    static var nvbuild: String? {
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = directory.appendingPathComponent("nvbuild").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            directory = directory.deletingLastPathComponent()
-        }
-        return nil
-    }
+    /// The `nvbuild` product of this build.
+    static var nvbuild: String? { BuiltProducts.nvbuild }
 
     struct Result {
         var status: Int32
