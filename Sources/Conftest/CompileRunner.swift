@@ -42,17 +42,85 @@ public struct CompileRunner: Sendable {
         return (compiled, output.standardError, command, dependencies)
     }
 
+    /// The preprocessor output of a source as analysis needs it: include directives
+    /// (-dI) and macro definitions (-dD) kept in place. Nil when the preprocessor wrote nothing.
+    func preprocess(id: String, source: String) async throws -> [UInt8]? {
+        let directory = "\(scratch)/\(id)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try Data(source.utf8).write(to: URL(fileURLWithPath: directory + "/conftest.c"))
+        _ = runs.increment()
+        // To standard output: gcc deletes an -o file when probe code has errors (a macro
+        // given the wrong arguments), yet the output is complete and those probes fail
+        // in the compile too.
+        var large = runner
+        large.outputLimit = 512 * 1024 * 1024
+        let output = try await large.run(compiler + flags + ["-I\(directory)", "-E", "-dI", "-dD", "conftest.c"], workingDirectory: directory)
+        guard !output.standardOutput.isEmpty else { return nil }
+        return Array(output.standardOutput.utf8)
+    }
+
+    /// test_kernel_header for many headers at once, deciding what it can without one run
+    /// per header: a header found in no include directory is absent (-E -M fails on it and
+    /// -MG succeeds); headers that exist are preprocessed together, and when that succeeds
+    /// no missing file stops any of them, so each one alone passes -E -M or fails for a
+    /// reason -MG does not excuse either: present. Returns the decided headers by index;
+    /// the caller runs `headerPresent` for the rest.
+    public func headersPresent(_ headers: [String], cache: ResultCache? = nil, identity: String = "") async throws -> [Int: Bool] {
+        let extra = outOfTreeIncludes()
+        let searched = Self.includeDirectories(extra + flags)
+        var decided: [Int: Bool] = [:]
+        var existing: [Int] = []
+        for (i, header) in headers.enumerated() {
+            if let cache, let hit = cache.lookup(step: headerKey(header, identity: identity, extra: extra)) {
+                decided[i] = hit.ok
+            } else if searched.contains(where: { FileManager.default.fileExists(atPath: $0 + "/" + header) }) {
+                existing.append(i)
+            } else {
+                decided[i] = false
+                cache?.store(step: headerKey(header, identity: identity, extra: extra), ok: false, output: "", dependencies: [],
+                             absent: searched.map { $0 + "/" + header })
+            }
+        }
+        guard existing.count > 1 else { return decided }
+        let directory = "\(scratch)/headers-together"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let text = existing.map { "#include <\(headers[$0])>\n" }.joined()
+        try Data(text.utf8).write(to: URL(fileURLWithPath: directory + "/presence.c"))
+        _ = runs.increment()
+        // -MG lists missing files instead of stopping at them; other errors (a header that
+        // does not preprocess on its own) do not matter: such a header is present too.
+        let output = try await runner.run(compiler + ["-E", "-M", "-MG"] + extra + flags + ["presence.c"], workingDirectory: directory)
+        let rule = output.standardOutput.replacingOccurrences(of: "\\\n", with: " ")
+        guard let colon = rule.range(of: ": ") else { return decided }
+        let entries = rule[colon.upperBound...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
+        guard !entries.isEmpty, entries.allSatisfy({ $0.hasPrefix("/") || $0 == "presence.c" }) else { return decided }
+        let deps = entries.filter { $0.hasPrefix("/") }.map(String.init)
+        for i in existing {
+            decided[i] = true
+            cache?.store(step: headerKey(headers[i], identity: identity, extra: extra), ok: true, output: "", dependencies: deps)
+        }
+        return decided
+    }
+
+    private func outOfTreeIncludes() -> [String] {
+        ["/usr/src/nvidia/nvidia-public/include", "/usr/src/nvidia/nvidia-oot/include"]
+            .filter { FileManager.default.fileExists(atPath: $0) }
+            .map { "-I\($0)" }
+    }
+
+    private func headerKey(_ header: String, identity: String, extra: [String]) -> String {
+        (["header", identity, header] + extra + flags).joined(separator: "\u{0}")
+    }
+
     /// test_kernel_header: preprocess `#include <header>` with -E -M; on failure retry with -MG,
     /// where success means the header is missing and failure means it exists but does not
     /// preprocess on its own (still reported present). Cached with the files it read, or, for
     /// a missing header, with the places it was looked for.
     public func headerPresent(_ header: String, index: Int, cache: ResultCache? = nil, identity: String = "") async throws -> (present: Bool, diagnostics: String) {
-        var extra: [String] = []
-        for oot in ["/usr/src/nvidia/nvidia-public/include", "/usr/src/nvidia/nvidia-oot/include"]
-        where FileManager.default.fileExists(atPath: oot) {
-            extra.append("-I\(oot)")
-        }
-        let key = (["header", identity, header] + extra + flags).joined(separator: "\u{0}")
+        let extra = outOfTreeIncludes()
+        let key = headerKey(header, identity: identity, extra: extra)
         if let cache, let hit = cache.lookup(step: key) { return (hit.ok, hit.output) }
 
         let directory = "\(scratch)/header-\(index)"
@@ -84,6 +152,15 @@ public struct CompileRunner: Sendable {
             cache?.store(step: key, ok: false, output: first.standardError, dependencies: deps, absent: searched)
         }
         return (!second.succeeded, first.standardError)
+    }
+
+    /// Directories named by -isystem (the compiler's own headers, for kernel builds).
+    static func systemIncludeDirectories(_ flags: [String]) -> [String] {
+        var dirs: [String] = []
+        for (i, f) in flags.enumerated() where f.hasPrefix("-isystem") {
+            if f == "-isystem", i + 1 < flags.count { dirs.append(flags[i + 1]) } else if f.count > 8 { dirs.append(String(f.dropFirst(8))) }
+        }
+        return dirs
     }
 
     /// Directories named by -I / -isystem / -iquote / -idirafter, in order.

@@ -13,6 +13,18 @@ struct CompileUnit: Sendable {
     /// body is about. Only such units are grouped, and never two with the same one.
     var groupToken: String?
 
+    /// For a generated call probe, the function it calls.
+    var calledFunction: String? {
+        guard let token = groupToken, token.hasPrefix("call:") else { return nil }
+        return String(token.dropFirst("call:".count))
+    }
+
+    /// For a generated offsetof probe, the type and the member it names.
+    var offsetofProbe: (type: String, member: String)? {
+        guard let token = groupToken, token.hasPrefix("member:"), let dot = token.firstIndex(of: ".") else { return nil }
+        return (String(token[token.index(token.startIndex, offsetBy: "member:".count)..<dot]), String(token[token.index(after: dot)...]))
+    }
+
     func source(preamble: String) -> String {
         preamble + (includes.isEmpty ? "" : includes + "\n") + body + "\n"
     }

@@ -151,10 +151,16 @@ public enum Prober {
         // Header presence, in header-presence-tests.mk order.
         let headers = options.tree.headerPresenceTests
         progress(.headers, 0, headers.count)
+        let together = try await runner.headersPresent(headers, cache: cache, identity: identity)
         let presence = try await concurrentMap(Array(headers.enumerated()), limit: jobs) { item in
             let (index, header) = item
-            let result = try await runner.headerPresent(header, index: index, cache: cache, identity: identity)
-            return ProbeReport.HeaderPresenceResult(header: header, macro: ConftestRequests.presenceMacro(for: header), present: result.present)
+            let present: Bool
+            if let decided = together[index] {
+                present = decided
+            } else {
+                present = try await runner.headerPresent(header, index: index, cache: cache, identity: identity).present
+            }
+            return ProbeReport.HeaderPresenceResult(header: header, macro: ConftestRequests.presenceMacro(for: header), present: present)
         }
         progress(.headers, headers.count, headers.count)
         lap("flags+headers")
@@ -212,29 +218,43 @@ public enum Prober {
             }
         }
         lap("plan+cache")
+        // Union translation units first; what they cannot show goes to exact groups and solo compiles.
+        var computed: [Int: GroupedCompiler.Result] = [:]
+        var rest = uncached
+        if options.grouping && rest.count > 1 {
+            let unionCompiler = UnionCompiler(runner: runner, preamble: preamble, includeDirectories: CompileRunner.includeDirectories(flags),
+                                              systemDirectories: Set(CompileRunner.systemIncludeDirectories(flags)))
+            let shown = try await unionCompiler.compile(rest.map { units[$0] }, jobs: jobs)
+            for (local, r) in shown {
+                computed[rest[local]] = r
+                progress(.tests, counter.increment(), total)
+            }
+            rest = rest.filter { computed[$0] == nil }
+        }
+        lap("union")
         let compilerGroups = GroupedCompiler(runner: runner, preamble: preamble)
-        let pendingUnits = uncached.map { units[$0] }
-        let batches = compilerGroups.plan(pendingUnits)
+        let groupUnits = rest.map { units[$0] }
+        let batches = compilerGroups.plan(groupUnits)
         let batchResults = try await concurrentMap(Array(batches.enumerated()), limit: jobs) { item in
             let (n, batch) = item
-            let results = try await compilerGroups.compile(batch, units: pendingUnits, id: "batch\(n)")
+            let results = try await compilerGroups.compile(batch, units: groupUnits, id: "batch\(n)")
             for _ in batch { progress(.tests, counter.increment(), total) }
             return results
         }
         for results in batchResults {
-            for (local, r) in results {
-                let i = uncached[local]
-                let u = units[i]
-                // A compile stopped by a missing header writes no dependency list; such
-                // outcomes are cheap to recompute and are not cached.
-                let absent = r.compiled || !r.dependencies.isEmpty ? [] : missingHeaderPaths(r.diagnostics, flags: flags)
-                if let cache, r.compiled || !r.dependencies.isEmpty || !absent.isEmpty {
-                    cache.store(context: cacheContext, source: keySource(u), files: u.files,
-                                compiled: r.compiled, diagnostics: r.diagnostics, dependencies: r.dependencies, absent: absent)
-                }
-                outcomes[i] = ProbeOutcome(probe: u.probe, compiled: r.compiled, diagnostics: r.diagnostics,
-                                           command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"))
+            for (local, r) in results { computed[rest[local]] = r }
+        }
+        for (i, r) in computed {
+            let u = units[i]
+            // A compile stopped by a missing header writes no dependency list; such
+            // outcomes are cheap to recompute and are not cached.
+            let absent = r.compiled || !r.dependencies.isEmpty ? [] : missingHeaderPaths(r.diagnostics, flags: flags)
+            if let cache, r.compiled || !r.dependencies.isEmpty || !absent.isEmpty {
+                cache.store(context: cacheContext, source: keySource(u), files: u.files,
+                            compiled: r.compiled, diagnostics: r.diagnostics, dependencies: r.dependencies, absent: absent)
             }
+            outcomes[i] = ProbeOutcome(probe: u.probe, compiled: r.compiled, diagnostics: r.diagnostics,
+                                       command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"))
         }
         lap("compile")
         var byTest: [String: [String: ProbeOutcome]] = [:]

@@ -32,6 +32,8 @@ struct ExplainProbe: AsyncParsableCommand {
         var options = base
         options.onlyTests = [testName]
         options.cache = nil
+        // Each probe alone, so the diagnostics shown are exactly the compiler's for that source.
+        options.grouping = false
         let report = try await Prober.run(options)
         guard let result = report.test(testName) else {
             throw UserError(.usage, "\(testName) is not requested by \(base.tree.path)")

@@ -1,0 +1,423 @@
+import Foundation
+import NVBuildSupport
+
+/// Compiles many probes in one translation unit that includes the union of
+/// their include lists, and keeps a probe's outcome only when the unit's
+/// preprocessor output shows that the headers the probe does not include
+/// itself cannot change it.
+///
+/// A probe's isolated compile sees the files reachable from its own includes
+/// (its closure C, taken from the union's include graph, guard-skipped includes
+/// resolved). The union adds the other files E. The outcome can only differ if
+/// something in E gives meaning to a name the probe uses (before or after macro
+/// expansion). So for every such name x, the union outcome is kept only if
+///  - no file of C mentions x and no file of E mentions it either (x is
+///    unknown to both compiles), or
+///  - files of C mention x and E neither defines a macro x, declares a member
+///    x, declares an ordinary x or tag x that C does not declare, nor defines a
+///    tag x that C leaves undefined.
+/// Probes in one unit never share a name one of them defines; errors must be
+/// attributable to one probe's lines; every probe's checkpoint must be reached;
+/// and probes without errors are compiled again without the failing ones until
+/// a unit compiles cleanly. Whatever is not shown this way is left to the caller,
+/// which compiles it on its own. What this relies on and does not check: a header
+/// of C preprocesses the same way whether or not files of E came before it.
+struct UnionCompiler: Sendable {
+    var runner: CompileRunner
+    var preamble: String
+    var includeDirectories: [String]
+    /// The compiler's own header directories (-isystem).
+    var systemDirectories: Set<String>
+    /// Upper bound on compile rounds per translation unit.
+    var maxRounds = 6
+
+    /// Outcomes for the units it could show, by index into `units`.
+    func compile(_ units: [CompileUnit], jobs: Int) async throws -> [Int: GroupedCompiler.Result] {
+        let shapes = units.map { RawShape($0.body) }
+        // Assign units to translation units so that no two in one share a name either defines,
+        // and headers of the compiler's own (stdint.h) never meet the kernel's, whose types they redefine.
+        var plans: [[Int]] = []
+        var planNames: [(defined: Set<String>, used: Set<String>, tests: Set<String>, compilerHeaders: Bool)] = []
+        for (i, u) in units.enumerated() where u.files.isEmpty {
+            guard let compilerHeaders = includeKind(u.includes) else { continue }
+            let defined = shapes[i].defined.union(u.calledFunction.map { [$0] } ?? [])
+            let used = shapes[i].identifiers
+            if let p = planNames.indices.first(where: { p in
+                planNames[p].compilerHeaders == compilerHeaders && !planNames[p].tests.contains(u.test)
+                    && planNames[p].defined.isDisjoint(with: used) && defined.isDisjoint(with: planNames[p].used)
+            }) {
+                plans[p].append(i)
+                planNames[p].defined.formUnion(defined)
+                planNames[p].used.formUnion(used)
+                planNames[p].tests.insert(u.test)
+            } else {
+                plans.append([i])
+                planNames.append((defined, used, [u.test], compilerHeaders))
+            }
+        }
+        let multi = plans.filter { $0.count > 1 }
+        let results = try await concurrentMap(Array(multi.enumerated()), limit: jobs) { item in
+            try await compileUnion(item.element, units: units, shapes: shapes, id: "union\(item.offset)")
+        }
+        var all: [Int: GroupedCompiler.Result] = [:]
+        for r in results { all.merge(r) { a, _ in a } }
+        return all
+    }
+
+    /// Whether the includes the text makes outside `#if` blocks take a header from the
+    /// compiler's own directories; nil when one of them does not exist (it would stop the
+    /// whole union unit).
+    func includeKind(_ includes: String) -> Bool? {
+        var depth = 0
+        var compilerHeaders = false
+        for raw in includes.split(separator: "\n") {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("#if") { depth += 1 }
+            if line.hasPrefix("#endif") { depth -= 1 }
+            guard depth == 0, line.hasPrefix("#include"), let open = line.firstIndex(where: { $0 == "<" || $0 == "\"" }) else { continue }
+            let name = String(line[line.index(after: open)...].prefix { $0 != ">" && $0 != "\"" })
+            guard let dir = includeDirectories.first(where: { FileManager.default.fileExists(atPath: $0 + "/" + name) }) else { return nil }
+            if systemDirectories.contains(dir) { compilerHeaders = true }
+        }
+        return compilerHeaders
+    }
+
+    // MARK: - One translation unit
+
+    private struct Layout {
+        var source: String
+        var preambleLines: ClosedRange<Int>
+        var chunks: [String]
+        var chunkLines: [ClosedRange<Int>]
+        /// For each member, its chunk and its body's lines.
+        var members: [Int]
+        var memberChunk: [Int]
+        var bodyLines: [ClosedRange<Int>]
+    }
+
+    private func layout(_ members: [Int], units: [CompileUnit]) -> Layout {
+        var chunks: [String] = []
+        var chunkOf: [Int] = []
+        for i in members {
+            let text = units[i].includes
+            if let c = chunks.firstIndex(of: text) {
+                chunkOf.append(c)
+            } else {
+                chunkOf.append(chunks.count)
+                chunks.append(text)
+            }
+        }
+        var source = preamble
+        func lineCount(_ s: String) -> Int { s.reduce(0) { $1 == "\n" ? $0 + 1 : $0 } }
+        var line = lineCount(source) + 1
+        let preambleLines = 1...max(1, line - 1)
+        var chunkLines: [ClosedRange<Int>] = []
+        for chunk in chunks {
+            let text = chunk.isEmpty ? "\n" : chunk + "\n"
+            let n = lineCount(text)
+            chunkLines.append(line...(line + n - 1))
+            source += text
+            line += n
+        }
+        var bodyLines: [ClosedRange<Int>] = []
+        for (k, i) in members.enumerated() {
+            let text = units[i].body + "\n" + "static void \(GroupedCompiler.sentinel(k))_fn(void) { int \(GroupedCompiler.sentinel(k)); }\n"
+            let n = lineCount(text)
+            bodyLines.append(line...(line + n - 1))
+            source += text
+            line += n
+        }
+        return Layout(source: source, preambleLines: preambleLines, chunks: chunks, chunkLines: chunkLines,
+                      members: members, memberChunk: chunkOf, bodyLines: bodyLines)
+    }
+
+    private func compileUnion(_ members: [Int], units: [CompileUnit], shapes: [RawShape], id: String) async throws -> [Int: GroupedCompiler.Result] {
+        var active = members
+        var failed: [Int: String] = [:]
+        var analysisLayout: Layout?
+        var analysis: Task<PreprocessedUnit?, Never>?
+        var outcomes: [Int: (compiled: Bool, diagnostics: String)] = [:]
+        for round in 1...maxRounds {
+            guard active.count > 1 || (analysisLayout != nil && !active.isEmpty) else { break }
+            let current = layout(active, units: units)
+            let r = try await runner.compile(id: "\(id)-\(round)", source: current.source, files: [])
+            let verdict = Self.attribute(r.diagnostics, layout: current)
+            switch verdict {
+            case .headerProblem(let chunk):
+                // Headers that cannot be combined with the others: their units go alone.
+                guard analysisLayout == nil, let chunk else {
+                    analysis?.cancel()
+                    return [:]
+                }
+                active = active.enumerated().filter { current.memberChunk[$0.offset] != chunk }.map(\.element)
+                continue
+            case .units(let failing, let doubtful, let reached):
+                if analysisLayout == nil {
+                    analysisLayout = current
+                    let source = current.source
+                    let runner = self.runner
+                    let dirs = includeDirectories
+                    let wanted = Set(active.flatMap { shapes[$0].identifiers })
+                    analysis = Task {
+                        guard let text = try? await runner.preprocess(id: "\(id)-analysis", source: source) else { return nil }
+                        return PreprocessedUnit.parse(text, includeDirectories: dirs) { tokens in
+                            wanted.union(tokens.map(\.name))
+                        }
+                    }
+                }
+                var next: [Int] = []
+                for (k, i) in active.enumerated() {
+                    if doubtful.contains(k) || !reached.contains(k) { continue }
+                    if let diagnostics = failing[k] {
+                        failed[i] = diagnostics
+                        outcomes[i] = (false, diagnostics)
+                    } else {
+                        next.append(i)
+                    }
+                }
+                if failing.isEmpty && doubtful.isEmpty && reached.count == active.count {
+                    // No error anywhere: the object must exist, else something failed unseen.
+                    guard r.compiled else {
+                        analysis?.cancel()
+                        return [:]
+                    }
+                    for (k, i) in active.enumerated() {
+                        outcomes[i] = (true, GroupedCompiler.diagnostics(r.diagnostics, in: current.bodyLines[k]))
+                    }
+                    active = []
+                } else {
+                    active = next
+                }
+            }
+            if active.isEmpty { break }
+        }
+        guard let analysisLayout, let facts = await analysis?.value else { return [:] }
+        return verify(outcomes, layout: analysisLayout, facts: facts, units: units, shapes: shapes)
+    }
+
+    // MARK: - Verification
+
+    private func verify(_ outcomes: [Int: (compiled: Bool, diagnostics: String)], layout: Layout, facts: PreprocessedUnit,
+                        units: [CompileUnit], shapes: [RawShape]) -> [Int: GroupedCompiler.Result] {
+        let headerFiles = Set(facts.paths.indices.filter { $0 != PreprocessedUnit.mainFile && !facts.paths[$0].hasPrefix("<") })
+        // Names each member uses after expansion, and calls to functions no header declares
+        // (implicit declarations last for the rest of the unit).
+        var expanded: [[PreprocessedUnit.MainToken]] = Array(repeating: [], count: layout.members.count)
+        for t in facts.mainTokens {
+            if let k = layout.bodyLines.firstIndex(where: { $0.contains(t.line) }) { expanded[k].append(t) }
+        }
+        func declaredByHeaders(_ x: String) -> Bool {
+            guard let f = facts.facts[x] else { return false }
+            return !f.ordinary.subtracting([PreprocessedUnit.mainFile]).isEmpty || !f.macro.isEmpty
+        }
+        var claimed: [(member: Int, names: Set<String>)] = []
+        var results: [Int: GroupedCompiler.Result] = [:]
+        for (k, i) in layout.members.enumerated() {
+            let shape = shapes[i]
+            var names = shape.identifiers
+            var memberNames = shape.memberRefs
+            var implicitCalls = Set<String>()
+            var offsetofUsed = false
+            for t in expanded[k] {
+                names.insert(t.name)
+                if t.afterDot { memberNames.insert(t.name) }
+                if t.name == "__builtin_offsetof" { offsetofUsed = true }
+                if t.beforeParen && !t.afterDot && !Self.exempt(t.name) && !declaredByHeaders(t.name) && !shape.locals.contains(t.name) {
+                    implicitCalls.insert(t.name)
+                }
+            }
+            let clash = claimed.contains { !$0.names.isDisjoint(with: names) }
+            claimed.append((k, shape.defined.union(implicitCalls)))
+            guard !clash, let outcome = outcomes[i] else { continue }
+
+            let roots = facts.mainIncludes.filter { layout.preambleLines.contains($0.line) || layout.chunkLines[layout.memberChunk[k]].contains($0.line) }
+            guard roots.allSatisfy({ $0.file != nil }) else { continue }
+            let (reach, complete) = facts.closure(from: roots.compactMap(\.file) + Array(facts.prelude))
+            guard complete else { continue }
+            let own = reach.intersection(headerFiles)
+            let extra = headerFiles.subtracting(own)
+            // offsetof(struct S, m) looks m up in S's definition only: when that is among the
+            // probe's own files, other structs with a member m do not matter.
+            let offsetof = units[i].offsetofProbe
+            let offsetofMember = offsetof.map { String($0.member.prefix { $0 != "." && $0 != "[" }) }
+            var proven = true
+            for x in names where !Self.exempt(x) {
+                if shape.locals.contains(x) && !memberNames.contains(x) { continue }
+                guard let f = facts.facts[x] else {
+                    proven = false
+                    break
+                }
+                if x == offsetofMember, let type = offsetof?.type, let tag = Self.tag(of: type),
+                   let t = facts.facts[tag], !t.tagDefined.isEmpty, t.tagDefined.isSubset(of: own) {
+                    if !f.macro.isDisjoint(with: extra) {
+                        proven = false
+                        break
+                    }
+                    continue
+                }
+                // In other code, a name inside offsetof(…) may be a member designator.
+                let memberSensitive = memberNames.contains(x) || (offsetofUsed && offsetof == nil)
+                if f.mentioned.isDisjoint(with: own) {
+                    if !f.mentioned.isDisjoint(with: extra) { proven = false }
+                } else if !f.macro.isDisjoint(with: extra)
+                    || (memberSensitive && !f.member.isDisjoint(with: extra))
+                    || (!f.ordinary.isDisjoint(with: extra) && f.ordinary.isDisjoint(with: own))
+                    || (!f.tagDefined.isDisjoint(with: extra) && f.tagDefined.isDisjoint(with: own))
+                    || (!f.tagDeclared.isDisjoint(with: extra) && f.tagDeclared.union(f.tagDefined).isDisjoint(with: own)) {
+                    proven = false
+                }
+                if !proven { break }
+            }
+            guard proven else { continue }
+            results[i] = GroupedCompiler.Result(compiled: outcome.compiled, diagnostics: outcome.diagnostics,
+                                                dependencies: own.map { facts.paths[$0] }.sorted())
+        }
+        return results
+    }
+
+    /// The tag of `struct S` / `union S`.
+    static func tag(of type: String) -> String? {
+        let words = type.split(separator: " ")
+        guard words.count == 2, words[0] == "struct" || words[0] == "union" else { return nil }
+        return String(words[1])
+    }
+
+    /// Names that carry no declaration a header could supply.
+    static func exempt(_ name: String) -> Bool {
+        name.hasPrefix("__builtin_") || name.hasPrefix("nvbuild_checkpoint_") || Keyword(rawValue: name) != nil
+            || name == "defined"
+    }
+
+    // MARK: - Attribution
+
+    enum Attribution {
+        /// Errors by member position, members whose errors also touch other members, members whose checkpoint was reached.
+        case units(failing: [Int: String], doubtful: Set<Int>, reached: Set<Int>)
+        /// An error that belongs to the headers; the chunk whose include led to it, when known.
+        case headerProblem(chunk: Int?)
+    }
+
+    private static func attribute(_ stderr: String, layout: Layout) -> Attribution {
+        let lines = stderr.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var failing: [Int: [String]] = [:]
+        var doubtful = Set<Int>()
+        var reached = Set<Int>()
+        var context: [Int] = []
+        var block: (lines: [String], main: [Int], included: [Int], fatal: Bool)?
+        var blocks: [(lines: [String], main: [Int], included: [Int], fatal: Bool)] = []
+        for line in lines {
+            if let k = GroupedCompiler.checkpoint(in: line) { reached.insert(k) }
+            if line.hasPrefix("In file included from ") || line.hasPrefix("                 from ") {
+                if let n = GroupedCompiler.conftestLine(line) { context.append(n) }
+                continue
+            }
+            let isError = line.contains(": error: ") || line.contains(": fatal error: ")
+            let isNote = line.contains(": note: ")
+            if isError {
+                if let b = block { blocks.append(b) }
+                block = ([line], [], context, line.contains(": fatal error: "))
+                if line.hasPrefix("conftest.c:"), let n = GroupedCompiler.conftestLine(line) { block!.main.append(n) }
+            } else if isNote, block != nil {
+                block!.lines.append(line)
+                block!.included.append(contentsOf: context)
+                if line.hasPrefix("conftest.c:"), let n = GroupedCompiler.conftestLine(line) { block!.main.append(n) }
+            } else if line.contains(": warning: ") {
+                if let b = block { blocks.append(b) }
+                block = nil
+            } else if block != nil, line.hasPrefix(" ") {
+                block!.lines.append(line)
+            }
+            if isError || isNote || line.contains(": warning: ") { context = [] }
+        }
+        if let b = block { blocks.append(b) }
+
+        for b in blocks {
+            // A probe that leaves a brace open swallows the ones after it: nothing can be attributed.
+            if b.lines.contains(where: { $0.contains("at end of input") }) { return .headerProblem(chunk: nil) }
+            let owners = Set(b.main.compactMap { n in layout.bodyLines.firstIndex { $0.contains(n) } })
+            if owners.count == 1, !b.fatal {
+                failing[owners.first!, default: []].append(contentsOf: b.lines)
+            } else if owners.count > 1 {
+                doubtful.formUnion(owners)
+            } else {
+                let chunk = (b.included + b.main).lazy.compactMap { n in layout.chunkLines.firstIndex { $0.contains(n) } }.first
+                return .headerProblem(chunk: chunk)
+            }
+        }
+        return .units(failing: failing.mapValues { $0.joined(separator: "\n") }, doubtful: doubtful, reached: reached)
+    }
+}
+
+/// What a probe's own text (before preprocessing) names and defines.
+struct RawShape: Sendable {
+    var identifiers = Set<String>()
+    /// Names it defines at file scope (functions, variables).
+    var defined = Set<String>()
+    /// Parameters and local variables: they shadow anything a header declares.
+    var locals = Set<String>()
+    /// Names used after `.` or `->`.
+    var memberRefs = Set<String>()
+
+    init(_ text: String) {
+        let bytes = Array(text.utf8)
+        var tokens: [(Token, String?)] = []
+        bytes.withUnsafeBufferPointer { buf in
+            var tokenizer = Tokenizer(buf: buf, position: 0, end: buf.count)
+            while let t = tokenizer.next() {
+                if case .identifier(let s, let e) = t {
+                    tokens.append((t, String(decoding: UnsafeBufferPointer(rebasing: buf[s..<e]), as: UTF8.self)))
+                } else {
+                    tokens.append((t, nil))
+                }
+            }
+        }
+        func punct(_ k: Int) -> UInt8? {
+            guard k >= 0, k < tokens.count, case .punct(let c) = tokens[k].0 else { return nil }
+            return c
+        }
+        var braces = 0
+        var parens = 0
+        var initializer = false
+        var parameterListDepth: Int?
+        for (k, (_, name)) in tokens.enumerated() {
+            switch punct(k) {
+            case UInt8(ascii: "{"): braces += 1
+            case UInt8(ascii: "}"): braces -= 1
+            case UInt8(ascii: "("): parens += 1
+            case UInt8(ascii: ")"):
+                parens -= 1
+                if parens == 0 { parameterListDepth = nil }
+            case UInt8(ascii: "="): if braces == 0 && parens == 0 { initializer = true }
+            case UInt8(ascii: ";"), UInt8(ascii: ","): if parens == 0 { initializer = false }
+            default: break
+            }
+            guard let name else { continue }
+            identifiers.insert(name)
+            let next = punct(k + 1)
+            let previous = punct(k - 1)
+            if previous == UInt8(ascii: ".") {
+                memberRefs.insert(name)
+                continue
+            }
+            let previousIsType: Bool = {
+                if previous == UInt8(ascii: "*") { return true }
+                guard k > 0, let p = tokens[k - 1].1 else { return false }
+                if let kw = Keyword(rawValue: p) { return !kw.isTag && kw != .return && kw != .sizeof && kw != .case && kw != .goto }
+                return true
+            }()
+            if braces == 0 && parens == 0 && !initializer {
+                // `typeof(x) name;` declares name too.
+                if [UInt8(ascii: "("), UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: ","), UInt8(ascii: "[")].contains(next ?? 0),
+                   previousIsType || previous == UInt8(ascii: ")") {
+                    defined.insert(name)
+                    if next == UInt8(ascii: "(") { parameterListDepth = 1 }
+                }
+            } else if braces == 0, parameterListDepth == parens, next == UInt8(ascii: ",") || next == UInt8(ascii: ")"), previousIsType {
+                locals.insert(name)
+            } else if braces > 0, previousIsType, [UInt8(ascii: ";"), UInt8(ascii: "="), UInt8(ascii: ","), UInt8(ascii: "[")].contains(next ?? 0) {
+                locals.insert(name)
+            }
+        }
+    }
+}
+
