@@ -11,6 +11,10 @@ public struct CompileRunner: Sendable {
     public var scratch: String
     /// How many compiler processes this runner started (for reports and benchmarks).
     let runs = Counter()
+    /// When set, every compile and preprocess waits for one of these slots.
+    var slots: JobSlots?
+    /// Jobs on the critical path (union rounds) are served before the others.
+    var urgent = false
 
     public init(compiler: [String], flags: [String], scratch: String, runner: ProcessRunner = ProcessRunner()) {
         self.compiler = compiler
@@ -34,8 +38,7 @@ public struct CompileRunner: Sendable {
             try Data(file.content.utf8).write(to: URL(fileURLWithPath: directory + "/" + file.name))
         }
         let command = compileCommand(directory: directory)
-        _ = runs.increment()
-        let output = try await runner.run(command, workingDirectory: directory)
+        let output = try await limited { try await runner.run(command, workingDirectory: directory) }
         let compiled = output.succeeded && FileManager.default.fileExists(atPath: directory + "/conftest.o")
         let rule = (try? String(contentsOfFile: directory + "/conftest.d", encoding: .utf8)) ?? ""
         let dependencies = ResultCache.dependencies(fromMakeRule: rule, directory: directory)
@@ -49,15 +52,20 @@ public struct CompileRunner: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Data(source.utf8).write(to: URL(fileURLWithPath: directory + "/conftest.c"))
+        // Standard output to a file: gcc deletes an -o file when probe code has errors (a macro
+        // given the wrong arguments), yet the output is complete and those probes fail in the
+        // compile too.
+        let command = compiler + flags + ["-I\(directory)", "-E", "-dI", "-dD", "conftest.c"]
+        let output = directory + "/conftest.i"
+        _ = try await limited { try await runner.run(command, workingDirectory: directory, standardOutputPath: output) }
+        guard let data = FileManager.default.contents(atPath: output), !data.isEmpty else { return nil }
+        return [UInt8](data)
+    }
+
+    private func limited(_ job: @Sendable () async throws -> ProcessOutput) async throws -> ProcessOutput {
         _ = runs.increment()
-        // To standard output: gcc deletes an -o file when probe code has errors (a macro
-        // given the wrong arguments), yet the output is complete and those probes fail
-        // in the compile too.
-        var large = runner
-        large.outputLimit = 512 * 1024 * 1024
-        let output = try await large.run(compiler + flags + ["-I\(directory)", "-E", "-dI", "-dD", "conftest.c"], workingDirectory: directory)
-        guard !output.standardOutput.isEmpty else { return nil }
-        return Array(output.standardOutput.utf8)
+        guard let slots else { return try await job() }
+        return try await slots.run(urgent: urgent, job)
     }
 
     /// test_kernel_header for many headers at once, deciding what it can without one run

@@ -218,32 +218,51 @@ public enum Prober {
             }
         }
         lap("plan+cache")
-        // Union translation units first; what they cannot show goes to exact groups and solo compiles.
         var computed: [Int: GroupedCompiler.Result] = [:]
-        var rest = uncached
-        if options.grouping && rest.count > 1 {
-            let unionCompiler = UnionCompiler(runner: runner, preamble: preamble, includeDirectories: CompileRunner.includeDirectories(flags),
+        if options.grouping && uncached.count > 1 {
+            // Union translation units; units they cannot show are compiled alone as soon as
+            // that is known, all sharing the job slots (union rounds first).
+            var slotted = runner
+            slotted.slots = JobSlots(jobs)
+            var urgent = slotted
+            urgent.urgent = true
+            let unionCompiler = UnionCompiler(runner: urgent, preamble: preamble, includeDirectories: CompileRunner.includeDirectories(flags),
                                               systemDirectories: Set(CompileRunner.systemIncludeDirectories(flags)))
-            let shown = try await unionCompiler.compile(rest.map { units[$0] }, jobs: jobs)
-            for (local, r) in shown {
-                computed[rest[local]] = r
-                progress(.tests, counter.increment(), total)
+            let pending = uncached.map { units[$0] }
+            let solo = GroupedCompiler(runner: slotted, preamble: preamble)
+            try await withThrowingTaskGroup(of: (Int, GroupedCompiler.Result)?.self) { group in
+                for try await event in unionCompiler.events(pending) {
+                    switch event {
+                    case .kept(let local, let r):
+                        computed[uncached[local]] = r
+                        progress(.tests, counter.increment(), total)
+                    case .leftOver(let local):
+                        group.addTask {
+                            let r = try await solo.compile([local], units: pending, id: "solo\(local)")
+                            progress(.tests, counter.increment(), total)
+                            return r[local].map { (local, $0) }
+                        }
+                    }
+                }
+                for try await done in group {
+                    if let (local, r) = done { computed[uncached[local]] = r }
+                }
             }
-            rest = rest.filter { computed[$0] == nil }
+        } else {
+            let compilerGroups = GroupedCompiler(runner: runner, preamble: preamble)
+            let groupUnits = uncached.map { units[$0] }
+            let batches = compilerGroups.plan(groupUnits)
+            let batchResults = try await concurrentMap(Array(batches.enumerated()), limit: jobs) { item in
+                let (n, batch) = item
+                let results = try await compilerGroups.compile(batch, units: groupUnits, id: "batch\(n)")
+                for _ in batch { progress(.tests, counter.increment(), total) }
+                return results
+            }
+            for results in batchResults {
+                for (local, r) in results { computed[uncached[local]] = r }
+            }
         }
-        lap("union")
-        let compilerGroups = GroupedCompiler(runner: runner, preamble: preamble)
-        let groupUnits = rest.map { units[$0] }
-        let batches = compilerGroups.plan(groupUnits)
-        let batchResults = try await concurrentMap(Array(batches.enumerated()), limit: jobs) { item in
-            let (n, batch) = item
-            let results = try await compilerGroups.compile(batch, units: groupUnits, id: "batch\(n)")
-            for _ in batch { progress(.tests, counter.increment(), total) }
-            return results
-        }
-        for results in batchResults {
-            for (local, r) in results { computed[rest[local]] = r }
-        }
+        lap("compile")
         for (i, r) in computed {
             let u = units[i]
             // A compile stopped by a missing header writes no dependency list; such
@@ -256,7 +275,7 @@ public enum Prober {
             outcomes[i] = ProbeOutcome(probe: u.probe, compiled: r.compiled, diagnostics: r.diagnostics,
                                        command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"))
         }
-        lap("compile")
+        lap("store")
         var byTest: [String: [String: ProbeOutcome]] = [:]
         for (u, outcome) in zip(units, outcomes) { byTest[u.test, default: [:]][u.probe] = outcome! }
         let compiledCount = outcomes.filter { $0?.cached == false }.count

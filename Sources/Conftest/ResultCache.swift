@@ -62,6 +62,14 @@ public final class ResultCache: @unchecked Sendable {
         return t
     }
 
+    /// A dependency path with its location abstracted: a prefix replaced, never more.
+    func normalizePath(_ path: String) -> String {
+        for s in substitutions where path.hasPrefix(s.path) && (path.count == s.path.count || path.dropFirst(s.path.count).first == "/") {
+            return s.placeholder + path.dropFirst(s.path.count)
+        }
+        return path
+    }
+
     func expand(_ text: String) -> String {
         for s in substitutions where text.hasPrefix(s.placeholder) {
             return s.path + text.dropFirst(s.placeholder.count)
@@ -154,21 +162,41 @@ public final class ResultCache: @unchecked Sendable {
     /// Entry format (text, one field per line, then the output verbatim):
     ///   nvbuild-cache 3 / ok 0|1 / manifest <id> / absent <path>... / output <bytes> / <output> / checksum <sha256 of all above>
     private func write(_ path: String, ok: Bool, output: String, dependencies: [String], absent: [String]) {
-        var manifest = ""
-        for dep in Set(dependencies).sorted() {
-            guard let h = hashOfFile(dep) else { return }  // an input vanished meanwhile: do not cache
-            manifest += h + " " + normalize(dep) + "\n"
-        }
-        let manifestID = SHA256.hash(data: Data(manifest.utf8)).hexString
-        let mPath = manifestPath(manifestID)
-        if !FileManager.default.fileExists(atPath: mPath) {
-            try? AtomicFile.write(Self.sealed(manifest), to: mPath)
-        }
+        guard let manifestID = manifest(for: dependencies) else { return }  // an input vanished meanwhile: do not cache
         var body = "nvbuild-cache 3\nok \(ok ? 1 : 0)\nmanifest \(manifestID)\n"
         for a in absent { body += "absent \(normalize(a))\n" }
         body += "output \(output.utf8.count)\n\(output)\n"
-        try? AtomicFile.write(Self.sealed(body), to: path)
+        // Not fsynced: a torn entry fails its checksum and is a miss, never a wrong answer.
+        try? AtomicFile.write(Self.sealed(body), to: path, durable: false)
     }
+
+    /// The id of the manifest for a dependency list, written once; many results of one
+    /// run share a list (probes with the same includes), so it is computed once per list.
+    private func manifest(for dependencies: [String]) -> String? {
+        let list = Set(dependencies).sorted()
+        lock.lock()
+        if let id = manifestIDs[list] {
+            lock.unlock()
+            return id
+        }
+        lock.unlock()
+        var manifest = ""
+        for dep in list {
+            guard let h = hashOfFile(dep) else { return nil }
+            manifest += h + " " + normalizePath(dep) + "\n"
+        }
+        let id = SHA256.hash(data: Data(manifest.utf8)).hexString
+        let mPath = manifestPath(id)
+        if !FileManager.default.fileExists(atPath: mPath) {
+            try? AtomicFile.write(Self.sealed(manifest), to: mPath, durable: false)
+        }
+        lock.lock()
+        manifestIDs[list] = id
+        lock.unlock()
+        return id
+    }
+
+    private var manifestIDs: [[String]: String] = [:]
 
     private func read(_ path: String) -> (Bool, String)? {
         guard let body = Self.unsealed(FileManager.default.contents(atPath: path)) else { return nil }
@@ -288,7 +316,7 @@ public final class ResultCache: @unchecked Sendable {
         for (path, entry) in statIndex where !path.contains("\t") && !path.contains("\n") {
             text += "\(path)\t\(entry.hash)\t\(entry.signature)\n"
         }
-        try? AtomicFile.write(Self.sealed(text), to: statIndexPath)
+        try? AtomicFile.write(Self.sealed(text), to: statIndexPath, durable: false)
         statIndexChanged = false
     }
 

@@ -31,15 +31,48 @@ struct UnionCompiler: Sendable {
     /// Upper bound on compile rounds per translation unit.
     var maxRounds = 6
 
+    /// What became of one unit: an outcome shown by a union, or left to the caller.
+    enum Event: Sendable {
+        case kept(Int, GroupedCompiler.Result)
+        case leftOver(Int)
+    }
+
+    /// Reports every unit exactly once, as soon as its fate is known, so that units left
+    /// over can be compiled while union rounds still run.
+    func events(_ units: [CompileUnit]) -> AsyncThrowingStream<Event, Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await run(units) { continuation.yield($0) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
     /// Outcomes for the units it could show, by index into `units`.
-    func compile(_ units: [CompileUnit], jobs: Int) async throws -> [Int: GroupedCompiler.Result] {
+    func compile(_ units: [CompileUnit]) async throws -> [Int: GroupedCompiler.Result] {
+        var kept: [Int: GroupedCompiler.Result] = [:]
+        for try await event in events(units) {
+            if case .kept(let i, let r) = event { kept[i] = r }
+        }
+        return kept
+    }
+
+    private func run(_ units: [CompileUnit], report: @escaping @Sendable (Event) -> Void) async throws {
         let shapes = units.map { RawShape($0.body) }
         // Assign units to translation units so that no two in one share a name either defines,
         // and headers of the compiler's own (stdint.h) never meet the kernel's, whose types they redefine.
         var plans: [[Int]] = []
         var planNames: [(defined: Set<String>, used: Set<String>, tests: Set<String>, compilerHeaders: Bool)] = []
-        for (i, u) in units.enumerated() where u.files.isEmpty {
-            guard let compilerHeaders = includeKind(u.includes) else { continue }
+        for (i, u) in units.enumerated() {
+            guard u.files.isEmpty, let compilerHeaders = includeKind(u.includes) else {
+                report(.leftOver(i))
+                continue
+            }
             let defined = shapes[i].defined.union(u.calledFunction.map { [$0] } ?? [])
             let used = shapes[i].identifiers
             if let p = planNames.indices.first(where: { p in
@@ -55,13 +88,17 @@ struct UnionCompiler: Sendable {
                 planNames.append((defined, used, [u.test], compilerHeaders))
             }
         }
-        let multi = plans.filter { $0.count > 1 }
-        let results = try await concurrentMap(Array(multi.enumerated()), limit: jobs) { item in
-            try await compileUnion(item.element, units: units, shapes: shapes, id: "union\(item.offset)")
+        for plan in plans where plan.count == 1 { report(.leftOver(plan[0])) }
+        // Largest first: they are the longest chains of rounds.
+        let multi = plans.filter { $0.count > 1 }.sorted { $0.count > $1.count }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (n, plan) in multi.enumerated() {
+                group.addTask {
+                    try await compileUnion(plan, units: units, shapes: shapes, id: "union\(n)", report: report)
+                }
+            }
+            try await group.waitForAll()
         }
-        var all: [Int: GroupedCompiler.Result] = [:]
-        for r in results { all.merge(r) { a, _ in a } }
-        return all
     }
 
     /// Whether the includes the text makes outside `#if` blocks take a header from the
@@ -131,74 +168,111 @@ struct UnionCompiler: Sendable {
                       members: members, memberChunk: chunkOf, bodyLines: bodyLines)
     }
 
-    private func compileUnion(_ members: [Int], units: [CompileUnit], shapes: [RawShape], id: String) async throws -> [Int: GroupedCompiler.Result] {
+    private func compileUnion(_ members: [Int], units: [CompileUnit], shapes: [RawShape], id: String,
+                              report: @Sendable (Event) -> Void) async throws {
         var active = members
-        var failed: [Int: String] = [:]
-        var analysisLayout: Layout?
-        var analysis: Task<PreprocessedUnit?, Never>?
-        var outcomes: [Int: (compiled: Bool, diagnostics: String)] = [:]
-        for round in 1...maxRounds {
-            guard active.count > 1 || (analysisLayout != nil && !active.isEmpty) else { break }
+        // Round one, with the preprocessor analysis of the same source alongside. Headers that
+        // cannot be combined with the others take their units out, and the round starts again.
+        var attempt = 0
+        while true {
+            attempt += 1
+            guard active.count > 1 else {
+                active.forEach { report(.leftOver($0)) }
+                return
+            }
             let current = layout(active, units: units)
-            let r = try await runner.compile(id: "\(id)-\(round)", source: current.source, files: [])
+            let wanted = Set(active.flatMap { shapes[$0].identifiers })
+            let analysisID = "\(id)-\(attempt)"
+            async let analysis = analyze(current, wanted: wanted, id: analysisID)
+            let r = try await runner.compile(id: "\(id)-\(attempt)", source: current.source, files: [])
             let verdict = Self.attribute(r.diagnostics, layout: current)
-            switch verdict {
-            case .headerProblem(let chunk):
-                // Headers that cannot be combined with the others: their units go alone.
-                guard analysisLayout == nil, let chunk else {
-                    analysis?.cancel()
-                    return [:]
+            guard case .units(let failing, let doubtful, let reached) = verdict else {
+                guard case .headerProblem(let chunk?) = verdict, attempt < 4 else {
+                    active.forEach { report(.leftOver($0)) }
+                    return
                 }
+                for (k, i) in active.enumerated() where current.memberChunk[k] == chunk { report(.leftOver(i)) }
                 active = active.enumerated().filter { current.memberChunk[$0.offset] != chunk }.map(\.element)
                 continue
-            case .units(let failing, let doubtful, let reached):
-                if analysisLayout == nil {
-                    analysisLayout = current
-                    let source = current.source
-                    let runner = self.runner
-                    let dirs = includeDirectories
-                    let wanted = Set(active.flatMap { shapes[$0].identifiers })
-                    analysis = Task {
-                        guard let text = try? await runner.preprocess(id: "\(id)-analysis", source: source) else { return nil }
-                        return PreprocessedUnit.parse(text, includeDirectories: dirs) { tokens in
-                            wanted.union(tokens.map(\.name))
-                        }
-                    }
+            }
+            guard let facts = await analysis else {
+                active.forEach { report(.leftOver($0)) }
+                return
+            }
+            let proofs = provable(layout: current, facts: facts, units: units, shapes: shapes)
+            var next: [Int] = []
+            var dependencies: [Int: [String]] = [:]
+            for (k, i) in active.enumerated() {
+                guard let deps = proofs[k], reached.contains(k), !doubtful.contains(k) else {
+                    report(.leftOver(i))
+                    continue
                 }
-                var next: [Int] = []
-                for (k, i) in active.enumerated() {
-                    if doubtful.contains(k) || !reached.contains(k) { continue }
-                    if let diagnostics = failing[k] {
-                        failed[i] = diagnostics
-                        outcomes[i] = (false, diagnostics)
-                    } else {
-                        next.append(i)
-                    }
-                }
-                if failing.isEmpty && doubtful.isEmpty && reached.count == active.count {
-                    // No error anywhere: the object must exist, else something failed unseen.
-                    guard r.compiled else {
-                        analysis?.cancel()
-                        return [:]
-                    }
-                    for (k, i) in active.enumerated() {
-                        outcomes[i] = (true, GroupedCompiler.diagnostics(r.diagnostics, in: current.bodyLines[k]))
-                    }
-                    active = []
+                if let diagnostics = failing[k] {
+                    report(.kept(i, GroupedCompiler.Result(compiled: false, diagnostics: diagnostics, dependencies: deps)))
                 } else {
-                    active = next
+                    next.append(i)
+                    dependencies[i] = deps
                 }
             }
-            if active.isEmpty { break }
+            if failing.isEmpty && doubtful.isEmpty && reached.count == active.count {
+                // No error anywhere: the object must exist, else something failed unseen.
+                for (k, i) in active.enumerated() where dependencies[i] != nil {
+                    report(r.compiled
+                        ? .kept(i, GroupedCompiler.Result(compiled: true, diagnostics: GroupedCompiler.diagnostics(r.diagnostics, in: current.bodyLines[k]),
+                                                          dependencies: dependencies[i]!))
+                        : .leftOver(i))
+                }
+                return
+            }
+            try await laterRounds(next, dependencies: dependencies, units: units, id: id, report: report)
+            return
         }
-        guard let analysisLayout, let facts = await analysis?.value else { return [:] }
-        return verify(outcomes, layout: analysisLayout, facts: facts, units: units, shapes: shapes)
+    }
+
+    /// Units without errors in a failed round: errors only code generation reports are
+    /// not seen while others stop the compile, so they go again without the failing ones
+    /// until a round compiles cleanly.
+    private func laterRounds(_ start: [Int], dependencies: [Int: [String]], units: [CompileUnit], id: String,
+                             report: @Sendable (Event) -> Void) async throws {
+        var active = start
+        for round in 2...maxRounds {
+            guard !active.isEmpty else { return }
+            let current = layout(active, units: units)
+            let r = try await runner.compile(id: "\(id)-r\(round)", source: current.source, files: [])
+            guard case .units(let failing, let doubtful, let reached) = Self.attribute(r.diagnostics, layout: current) else { break }
+            let clean = failing.isEmpty && doubtful.isEmpty && reached.count == active.count
+            var next: [Int] = []
+            for (k, i) in active.enumerated() {
+                if clean {
+                    report(r.compiled
+                        ? .kept(i, GroupedCompiler.Result(compiled: true, diagnostics: GroupedCompiler.diagnostics(r.diagnostics, in: current.bodyLines[k]),
+                                                          dependencies: dependencies[i]!))
+                        : .leftOver(i))
+                } else if doubtful.contains(k) || !reached.contains(k) {
+                    report(.leftOver(i))
+                } else if let diagnostics = failing[k] {
+                    report(.kept(i, GroupedCompiler.Result(compiled: false, diagnostics: diagnostics, dependencies: dependencies[i]!)))
+                } else {
+                    next.append(i)
+                }
+            }
+            active = next
+        }
+        active.forEach { report(.leftOver($0)) }
+    }
+
+    private func analyze(_ layout: Layout, wanted: Set<String>, id: String) async -> PreprocessedUnit? {
+        guard let text = try? await runner.preprocess(id: "\(id)-analysis", source: layout.source) else { return nil }
+        return PreprocessedUnit.parse(text, includeDirectories: includeDirectories) { tokens in
+            wanted.union(tokens.map(\.name))
+        }
     }
 
     // MARK: - Verification
 
-    private func verify(_ outcomes: [Int: (compiled: Bool, diagnostics: String)], layout: Layout, facts: PreprocessedUnit,
-                        units: [CompileUnit], shapes: [RawShape]) -> [Int: GroupedCompiler.Result] {
+    /// For each member position whose outcome the union shows, the files its isolated
+    /// compile would read (its own include closure).
+    private func provable(layout: Layout, facts: PreprocessedUnit, units: [CompileUnit], shapes: [RawShape]) -> [Int: [String]] {
         let headerFiles = Set(facts.paths.indices.filter { $0 != PreprocessedUnit.mainFile && !facts.paths[$0].hasPrefix("<") })
         // Names each member uses after expansion, and calls to functions no header declares
         // (implicit declarations last for the rest of the unit).
@@ -210,8 +284,8 @@ struct UnionCompiler: Sendable {
             guard let f = facts.facts[x] else { return false }
             return !f.ordinary.subtracting([PreprocessedUnit.mainFile]).isEmpty || !f.macro.isEmpty
         }
-        var claimed: [(member: Int, names: Set<String>)] = []
-        var results: [Int: GroupedCompiler.Result] = [:]
+        var claimed: [Set<String>] = []
+        var results: [Int: [String]] = [:]
         for (k, i) in layout.members.enumerated() {
             let shape = shapes[i]
             var names = shape.identifiers
@@ -226,9 +300,9 @@ struct UnionCompiler: Sendable {
                     implicitCalls.insert(t.name)
                 }
             }
-            let clash = claimed.contains { !$0.names.isDisjoint(with: names) }
-            claimed.append((k, shape.defined.union(implicitCalls)))
-            guard !clash, let outcome = outcomes[i] else { continue }
+            let clash = claimed.contains { !$0.isDisjoint(with: names) }
+            claimed.append(shape.defined.union(implicitCalls))
+            guard !clash else { continue }
 
             let roots = facts.mainIncludes.filter { layout.preambleLines.contains($0.line) || layout.chunkLines[layout.memberChunk[k]].contains($0.line) }
             guard roots.allSatisfy({ $0.file != nil }) else { continue }
@@ -269,8 +343,7 @@ struct UnionCompiler: Sendable {
                 if !proven { break }
             }
             guard proven else { continue }
-            results[i] = GroupedCompiler.Result(compiled: outcome.compiled, diagnostics: outcome.diagnostics,
-                                                dependencies: own.map { facts.paths[$0] }.sorted())
+            results[k] = own.map { facts.paths[$0] }.sorted()
         }
         return results
     }

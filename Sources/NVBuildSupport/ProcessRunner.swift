@@ -54,10 +54,13 @@ public struct ProcessRunner: Sendable {
     }
 
     /// Runs `arguments[0]` (a path, or a name looked up in PATH) with the rest as its arguments.
+    /// With `standardOutputPath`, standard output goes to that file (created or truncated)
+    /// instead of being captured: for large outputs.
     public func run(
         _ arguments: [String],
         workingDirectory: String? = nil,
-        extraEnvironment: [String: String] = [:]
+        extraEnvironment: [String: String] = [:],
+        standardOutputPath: String? = nil
     ) async throws -> ProcessOutput {
         precondition(!arguments.isEmpty, "empty command line")
         let executable: Executable =
@@ -77,27 +80,30 @@ public struct ProcessRunner: Sendable {
                     Dictionary(uniqueKeysWithValues: extraEnvironment.map { (Environment.Key(rawValue: $0.key)!, Optional($0.value)) }))
             }
         }
+        let directory = workingDirectory.map { FilePath($0) }
         do {
-            let result = try await Subprocess.run(
-                executable,
-                arguments: Arguments(Array(arguments.dropFirst())),
-                environment: env,
-                workingDirectory: workingDirectory.map { FilePath($0) },
-                input: .none,
-                output: .string(limit: outputLimit),
-                error: .string(limit: outputLimit)
-            )
-            let status: Int32
-            switch result.terminationStatus {
-            case .exited(let code): status = Int32(code)
-            case .signaled(let signal): status = 128 + Int32(signal)
+            let status: TerminationStatus
+            let standardOutput: String
+            let standardError: String
+            if let standardOutputPath {
+                let fd = try FileDescriptor.open(FilePath(standardOutputPath), .writeOnly, options: [.create, .truncate],
+                                                 permissions: [.ownerReadWrite, .groupRead, .otherRead])
+                let result = try await Subprocess.run(
+                    executable, arguments: Arguments(Array(arguments.dropFirst())), environment: env, workingDirectory: directory,
+                    input: .none, output: .fileDescriptor(fd, closeAfterSpawningProcess: true), error: .string(limit: outputLimit))
+                (status, standardOutput, standardError) = (result.terminationStatus, "", result.standardError)
+            } else {
+                let result = try await Subprocess.run(
+                    executable, arguments: Arguments(Array(arguments.dropFirst())), environment: env, workingDirectory: directory,
+                    input: .none, output: .string(limit: outputLimit), error: .string(limit: outputLimit))
+                (status, standardOutput, standardError) = (result.terminationStatus, result.standardOutput, result.standardError)
             }
-            return ProcessOutput(
-                arguments: arguments,
-                exitStatus: status,
-                standardOutput: result.standardOutput,
-                standardError: result.standardError
-            )
+            let code: Int32
+            switch status {
+            case .exited(let c): code = Int32(c)
+            case .signaled(let signal): code = 128 + Int32(signal)
+            }
+            return ProcessOutput(arguments: arguments, exitStatus: code, standardOutput: standardOutput, standardError: standardError)
         } catch {
             throw ProcessRunnerError.launchFailed(arguments[0], "\(error)")
         }

@@ -76,7 +76,7 @@ struct KernelCompileSetup {
             Self.call("list_call", includes: ["linux/list.h"], function: "list_add"),
             Self.call("nowhere", includes: ["linux/list.h"], function: "nvbuild_function_no_kernel_has"),
         ]
-        let kept = try await setup.unionCompiler.compile(units, jobs: 2)
+        let kept = try await setup.unionCompiler.compile(units)
         for (i, result) in kept {
             let alone = try await setup.solo(units[i], id: "solo-\(i)")
             #expect(result.compiled == alone, "\(units[i].test): union says \(result.compiled), alone \(alone)")
@@ -106,7 +106,7 @@ struct KernelCompileSetup {
             Self.code("stdint_too", includes: ["stdint.h"], "uint64_t nvb_wide = 64;"),
             Self.call("list_call", includes: ["linux/list.h"], function: "list_del"),
         ]
-        let kept = try await setup.unionCompiler.compile(units, jobs: 2)
+        let kept = try await setup.unionCompiler.compile(units)
         for (i, result) in kept {
             let alone = try await setup.solo(units[i], id: "solo-\(i)")
             #expect(result.compiled == alone, "\(units[i].test)")
