@@ -66,7 +66,8 @@ public struct ProbeOptions: Sendable {
     /// Only these tests (explain); nil runs everything the tree requests.
     public var onlyTests: Set<String>?
     public var cache: ResultCache?
-    /// Share translation units between compile probes with identical includes (exact; see GroupedCompiler).
+    /// Compile probes together in union translation units where that provably gives each
+    /// its own outcome (see UnionCompiler); otherwise each probe is compiled alone.
     public var grouping: Bool = true
 
     public init(tree: ConftestRequests, kernel: KernelTarget, catalog: Catalog, jobs: Int, environment: [String: String],
@@ -191,7 +192,7 @@ public enum Prober {
         for (name, def) in planned {
             for part in ProbeSource.units(of: def) {
                 units.append(CompileUnit(test: name, probe: part.name, includes: part.includes, body: part.body,
-                                         files: def.files, groupToken: options.grouping ? part.token : nil))
+                                         files: def.files, shape: part.shape))
             }
         }
         let total = units.count
@@ -218,19 +219,19 @@ public enum Prober {
             }
         }
         lap("plan+cache")
-        var computed: [Int: GroupedCompiler.Result] = [:]
+        var computed: [Int: UnitResult] = [:]
         if options.grouping && uncached.count > 1 {
             // Union translation units; units they cannot show are compiled alone as soon as
             // that is known, all sharing the job slots (union rounds first).
             var slotted = runner
             slotted.slots = JobSlots(jobs)
-            var urgent = slotted
-            urgent.urgent = true
+            let solo = slotted
+            slotted.urgent = true
+            let urgent = slotted
             let unionCompiler = UnionCompiler(runner: urgent, preamble: preamble, includeDirectories: CompileRunner.includeDirectories(flags),
                                               systemDirectories: Set(CompileRunner.systemIncludeDirectories(flags)))
             let pending = uncached.map { units[$0] }
-            let solo = GroupedCompiler(runner: slotted, preamble: preamble)
-            try await withThrowingTaskGroup(of: (Int, GroupedCompiler.Result)?.self) { group in
+            try await withThrowingTaskGroup(of: (Int, UnitResult).self) { group in
                 for try await event in unionCompiler.events(pending) {
                     switch event {
                     case .kept(let local, let r):
@@ -238,29 +239,22 @@ public enum Prober {
                         progress(.tests, counter.increment(), total)
                     case .leftOver(let local):
                         group.addTask {
-                            let r = try await solo.compile([local], units: pending, id: "solo\(local)")
+                            let r = try await solo.compile(pending[local], preamble: preamble, id: "solo\(local)")
                             progress(.tests, counter.increment(), total)
-                            return r[local].map { (local, $0) }
+                            return (local, r)
                         }
                     }
                 }
-                for try await done in group {
-                    if let (local, r) = done { computed[uncached[local]] = r }
-                }
+                for try await (local, r) in group { computed[uncached[local]] = r }
             }
         } else {
-            let compilerGroups = GroupedCompiler(runner: runner, preamble: preamble)
-            let groupUnits = uncached.map { units[$0] }
-            let batches = compilerGroups.plan(groupUnits)
-            let batchResults = try await concurrentMap(Array(batches.enumerated()), limit: jobs) { item in
-                let (n, batch) = item
-                let results = try await compilerGroups.compile(batch, units: groupUnits, id: "batch\(n)")
-                for _ in batch { progress(.tests, counter.increment(), total) }
-                return results
+            let pending = uncached.map { units[$0] }
+            let results = try await concurrentMap(Array(pending.enumerated()), limit: jobs) { item in
+                let r = try await runner.compile(item.element, preamble: preamble, id: "solo\(item.offset)")
+                progress(.tests, counter.increment(), total)
+                return r
             }
-            for results in batchResults {
-                for (local, r) in results { computed[uncached[local]] = r }
-            }
+            for (i, r) in zip(uncached, results) { computed[i] = r }
         }
         lap("compile")
         for (i, r) in computed {

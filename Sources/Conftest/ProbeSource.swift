@@ -35,19 +35,19 @@ public enum ProbeSource {
         units(of: definition).map { ($0.name, $0.includes.isEmpty ? $0.body : $0.includes + "\n" + $0.body) }
     }
 
-    /// The probes split into include part and body, with the token that allows grouping.
-    static func units(of definition: TestDefinition) -> [(name: String, includes: String, body: String, token: String?)] {
+    /// The probes split into include part and body, with their shape.
+    static func units(of definition: TestDefinition) -> [(name: String, includes: String, body: String, shape: CompileUnit.Shape)] {
         let includes = definition.includes.map(\.text).joined(separator: "\n")
         let symbol = "nvbuild_conftest_" + definition.name
         switch definition.check {
         case .function(let name, let arguments):
-            return [("call", includes, "void \(symbol)(void) {\n    \(name)(\(arguments));\n}", "call:" + name)]
+            return [("call", includes, "void \(symbol)(void) {\n    \(name)(\(arguments));\n}", .call(function: name))]
         case .member(let type, let member):
-            return [("member", includes, "int \(symbol)(void) {\n    return offsetof(\(type), \(member));\n}", "member:\(type).\(member)")]
+            return [("member", includes, "int \(symbol)(void) {\n    return offsetof(\(type), \(member));\n}", .offsetof(type: type, member: member))]
         case .compiles, .fails:
-            return [("code", includes, definition.code ?? "", nil)]
+            return [("code", includes, definition.code ?? "", .code)]
         case .rules:
-            return definition.probes.map { ($0.name, includes, $0.code, nil) }
+            return definition.probes.map { ($0.name, includes, $0.code, .code) }
         default:
             return []
         }

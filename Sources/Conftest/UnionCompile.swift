@@ -33,7 +33,7 @@ struct UnionCompiler: Sendable {
 
     /// What became of one unit: an outcome shown by a union, or left to the caller.
     enum Event: Sendable {
-        case kept(Int, GroupedCompiler.Result)
+        case kept(Int, UnitResult)
         case leftOver(Int)
     }
 
@@ -54,8 +54,8 @@ struct UnionCompiler: Sendable {
     }
 
     /// Outcomes for the units it could show, by index into `units`.
-    func compile(_ units: [CompileUnit]) async throws -> [Int: GroupedCompiler.Result] {
-        var kept: [Int: GroupedCompiler.Result] = [:]
+    func compile(_ units: [CompileUnit]) async throws -> [Int: UnitResult] {
+        var kept: [Int: UnitResult] = [:]
         for try await event in events(units) {
             if case .kept(let i, let r) = event { kept[i] = r }
         }
@@ -73,7 +73,8 @@ struct UnionCompiler: Sendable {
                 report(.leftOver(i))
                 continue
             }
-            let defined = shapes[i].defined.union(u.calledFunction.map { [$0] } ?? [])
+            var defined = shapes[i].defined
+            if case .call(let function) = u.shape { defined.insert(function) }  // an implicit declaration, when undeclared
             let used = shapes[i].identifiers
             if let p = planNames.indices.first(where: { p in
                 planNames[p].compilerHeaders == compilerHeaders && !planNames[p].tests.contains(u.test)
@@ -158,7 +159,7 @@ struct UnionCompiler: Sendable {
         }
         var bodyLines: [ClosedRange<Int>] = []
         for (k, i) in members.enumerated() {
-            let text = units[i].body + "\n" + "static void \(GroupedCompiler.sentinel(k))_fn(void) { int \(GroupedCompiler.sentinel(k)); }\n"
+            let text = units[i].body + "\n" + "static void \(Self.sentinel(k))_fn(void) { int \(Self.sentinel(k)); }\n"
             let n = lineCount(text)
             bodyLines.append(line...(line + n - 1))
             source += text
@@ -208,7 +209,7 @@ struct UnionCompiler: Sendable {
                     continue
                 }
                 if let diagnostics = failing[k] {
-                    report(.kept(i, GroupedCompiler.Result(compiled: false, diagnostics: diagnostics, dependencies: deps)))
+                    report(.kept(i, UnitResult(compiled: false, diagnostics: diagnostics, dependencies: deps)))
                 } else {
                     next.append(i)
                     dependencies[i] = deps
@@ -218,7 +219,7 @@ struct UnionCompiler: Sendable {
                 // No error anywhere: the object must exist, else something failed unseen.
                 for (k, i) in active.enumerated() where dependencies[i] != nil {
                     report(r.compiled
-                        ? .kept(i, GroupedCompiler.Result(compiled: true, diagnostics: GroupedCompiler.diagnostics(r.diagnostics, in: current.bodyLines[k]),
+                        ? .kept(i, UnitResult(compiled: true, diagnostics: Self.diagnostics(r.diagnostics, in: current.bodyLines[k]),
                                                           dependencies: dependencies[i]!))
                         : .leftOver(i))
                 }
@@ -245,13 +246,13 @@ struct UnionCompiler: Sendable {
             for (k, i) in active.enumerated() {
                 if clean {
                     report(r.compiled
-                        ? .kept(i, GroupedCompiler.Result(compiled: true, diagnostics: GroupedCompiler.diagnostics(r.diagnostics, in: current.bodyLines[k]),
+                        ? .kept(i, UnitResult(compiled: true, diagnostics: Self.diagnostics(r.diagnostics, in: current.bodyLines[k]),
                                                           dependencies: dependencies[i]!))
                         : .leftOver(i))
                 } else if doubtful.contains(k) || !reached.contains(k) {
                     report(.leftOver(i))
                 } else if let diagnostics = failing[k] {
-                    report(.kept(i, GroupedCompiler.Result(compiled: false, diagnostics: diagnostics, dependencies: dependencies[i]!)))
+                    report(.kept(i, UnitResult(compiled: false, diagnostics: diagnostics, dependencies: dependencies[i]!)))
                 } else {
                     next.append(i)
                 }
@@ -312,8 +313,8 @@ struct UnionCompiler: Sendable {
             let extra = headerFiles.subtracting(own)
             // offsetof(struct S, m) looks m up in S's definition only: when that is among the
             // probe's own files, other structs with a member m do not matter.
-            let offsetof = units[i].offsetofProbe
-            let offsetofMember = offsetof.map { String($0.member.prefix { $0 != "." && $0 != "[" }) }
+            var offsetof: (type: String, member: String)?
+            if case .offsetof(let type, let member) = units[i].shape { offsetof = (type, String(member.prefix { $0 != "." && $0 != "[" })) }
             var proven = true
             for x in names where !Self.exempt(x) {
                 if shape.locals.contains(x) && !memberNames.contains(x) { continue }
@@ -321,7 +322,7 @@ struct UnionCompiler: Sendable {
                     proven = false
                     break
                 }
-                if x == offsetofMember, let type = offsetof?.type, let tag = Self.tag(of: type),
+                if x == offsetof?.member, let type = offsetof?.type, let tag = Self.tag(of: type),
                    let t = facts.facts[tag], !t.tagDefined.isEmpty, t.tagDefined.isSubset(of: own) {
                     if !f.macro.isDisjoint(with: extra) {
                         proven = false
@@ -363,6 +364,30 @@ struct UnionCompiler: Sendable {
 
     // MARK: - Attribution
 
+    static func sentinel(_ k: Int) -> String { "nvbuild_checkpoint_\(k)" }
+
+    /// The conftest.c line a diagnostic line points at.
+    static func conftestLine(_ line: String) -> Int? {
+        guard let r = line.range(of: "conftest.c:") else { return nil }
+        return Int(line[r.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// The member whose checkpoint ("unused variable nvbuild_checkpoint_K") this line reports.
+    static func checkpoint(in line: String) -> Int? {
+        guard line.contains("unused variable"), let r = line.range(of: "nvbuild_checkpoint_") else { return nil }
+        let digits = line[r.upperBound...].prefix { $0.isNumber }
+        guard !digits.isEmpty, !line[r.upperBound...].dropFirst(digits.count).hasPrefix("_") else { return nil }
+        return Int(digits)
+    }
+
+    /// The diagnostics that concern one member's lines (for explain and the cache).
+    static func diagnostics(_ stderr: String, in range: ClosedRange<Int>) -> String {
+        stderr.split(separator: "\n").filter { line in
+            guard let n = conftestLine(String(line)) else { return false }
+            return range.contains(n) && !line.contains("nvbuild_checkpoint_")
+        }.joined(separator: "\n")
+    }
+
     enum Attribution {
         /// Errors by member position, members whose errors also touch other members, members whose checkpoint was reached.
         case units(failing: [Int: String], doubtful: Set<Int>, reached: Set<Int>)
@@ -379,9 +404,9 @@ struct UnionCompiler: Sendable {
         var block: (lines: [String], main: [Int], included: [Int], fatal: Bool)?
         var blocks: [(lines: [String], main: [Int], included: [Int], fatal: Bool)] = []
         for line in lines {
-            if let k = GroupedCompiler.checkpoint(in: line) { reached.insert(k) }
+            if let k = Self.checkpoint(in: line) { reached.insert(k) }
             if line.hasPrefix("In file included from ") || line.hasPrefix("                 from ") {
-                if let n = GroupedCompiler.conftestLine(line) { context.append(n) }
+                if let n = Self.conftestLine(line) { context.append(n) }
                 continue
             }
             let isError = line.contains(": error: ") || line.contains(": fatal error: ")
@@ -389,11 +414,11 @@ struct UnionCompiler: Sendable {
             if isError {
                 if let b = block { blocks.append(b) }
                 block = ([line], [], context, line.contains(": fatal error: "))
-                if line.hasPrefix("conftest.c:"), let n = GroupedCompiler.conftestLine(line) { block!.main.append(n) }
+                if line.hasPrefix("conftest.c:"), let n = Self.conftestLine(line) { block!.main.append(n) }
             } else if isNote, block != nil {
                 block!.lines.append(line)
                 block!.included.append(contentsOf: context)
-                if line.hasPrefix("conftest.c:"), let n = GroupedCompiler.conftestLine(line) { block!.main.append(n) }
+                if line.hasPrefix("conftest.c:"), let n = Self.conftestLine(line) { block!.main.append(n) }
             } else if line.contains(": warning: ") {
                 if let b = block { blocks.append(b) }
                 block = nil

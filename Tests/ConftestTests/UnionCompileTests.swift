@@ -31,25 +31,25 @@ struct KernelCompileSetup {
 
     /// What the unit gives compiled on its own, as conftest.sh compiles it.
     func solo(_ unit: CompileUnit, id: String) async throws -> Bool {
-        try await runner.compile(id: id, source: unit.source(preamble: preamble), files: []).compiled
+        try await runner.compile(unit, preamble: preamble, id: id).compiled
     }
 }
 
 @Suite(.serialized) struct UnionCompileTests {
     static func call(_ test: String, includes: [String], function: String) -> CompileUnit {
         CompileUnit(test: test, probe: "call", includes: includes.map { "#include <\($0)>" }.joined(separator: "\n"),
-                    body: "void nvbuild_conftest_\(test)(void) {\n    \(function)();\n}", files: [], groupToken: "call:" + function)
+                    body: "void nvbuild_conftest_\(test)(void) {\n    \(function)();\n}", files: [], shape: .call(function: function))
     }
 
     static func member(_ test: String, includes: [String], type: String, member: String) -> CompileUnit {
         CompileUnit(test: test, probe: "member", includes: includes.map { "#include <\($0)>" }.joined(separator: "\n"),
                     body: "int nvbuild_conftest_\(test)(void) {\n    return offsetof(\(type), \(member));\n}", files: [],
-                    groupToken: "member:\(type).\(member)")
+                    shape: .offsetof(type: type, member: member))
     }
 
     static func code(_ test: String, includes: [String], _ body: String) -> CompileUnit {
         CompileUnit(test: test, probe: "code", includes: includes.map { "#include <\($0)>" }.joined(separator: "\n"),
-                    body: body, files: [], groupToken: nil)
+                    body: body, files: [], shape: .code)
     }
 
     /// Units whose outcome alone differs from their outcome next to another unit's headers.
