@@ -1,3 +1,4 @@
+import Foundation
 import KernelTree
 
 /// How one compile probe ended.
@@ -84,8 +85,8 @@ public enum Evaluation {
                 : "Module.symvers has no GPL-only, namespace-free export of \(symbol) → 0")
         case .exportsAll(let symbols):
             for path in symversCandidates(definition) {
-                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { continue }
-                let lines = text.split(separator: "\n").filter { line in symbols.contains { line.contains("\t" + $0 + "\t") } }.map(String.init)
+                guard FileManager.default.isReadableFile(atPath: path) else { continue }
+                let lines = symversLines(at: path, naming: Set(symbols))
                 if symbols.allSatisfy({ s in lines.contains { exportLine($0, symbol: s, gplOnly: false) } }) {
                     return finish([defined], "\(path) exports \(symbols.joined(separator: " and ")) → defined")
                 }
@@ -99,6 +100,33 @@ public enum Evaluation {
             return finish([value.isEmpty ? undefined : "#define \(macro) \(value)"],
                 value.isEmpty ? "\(variable) is not set → undefined" : "\(variable)=\(value) → defined to its value")
         }
+    }
+
+    /// The lines of a Module.symvers file whose symbol (second field) is one of `symbols`;
+    /// a kernel's list has ~30,000 lines, so they are split as bytes.
+    static func symversLines(at path: String, naming symbols: Set<String>) -> [String] {
+        guard let data = FileManager.default.contents(atPath: path), !symbols.isEmpty else { return [] }
+        var table = NameTable()
+        for s in symbols { table.insert(s, value: 0) }
+        var found: [String] = []
+        data.withUnsafeBytes { raw in
+            let buf = raw.bindMemory(to: UInt8.self)
+            var start = 0
+            while start < buf.count {
+                var end = start
+                while end < buf.count, buf[end] != 10 { end += 1 }
+                // CRC \t symbol \t …
+                var tab = start
+                while tab < end, buf[tab] != 9 { tab += 1 }
+                var next = tab + 1
+                while next < end, buf[next] != 9 { next += 1 }
+                if tab < end, next <= end, table.lookup(buf, tab + 1, next) != nil {
+                    found.append(String(decoding: UnsafeBufferPointer(rebasing: buf[start..<end]), as: UTF8.self))
+                }
+                start = end + 1
+            }
+        }
+        return found
     }
 
     /// The Module.symvers lines whose symbol field is `symbol` (a cheap textual

@@ -282,16 +282,7 @@ public enum Prober {
             if case .exportPresent(let s) = def.check { wanted.insert(s) }
             if case .exportGPL(let s) = def.check { wanted.insert(s) }
         }
-        var symvers: [String] = []
-        for path in symversPaths {
-            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-            for line in text.utf8.split(separator: UInt8(ascii: "\n")) {
-                let fields = line.split(separator: UInt8(ascii: "\t"), maxSplits: 2, omittingEmptySubsequences: false)
-                if fields.count >= 2, wanted.contains(String(decoding: fields[1], as: UTF8.self)) {
-                    symvers.append(String(decoding: line, as: UTF8.self))
-                }
-            }
-        }
+        let symvers = symversPaths.flatMap { Evaluation.symversLines(at: $0, naming: wanted) }
         var results: [String: TestResult] = [:]
         for (name, def) in planned {
             let testOutcomes = byTest[name] ?? [:]
