@@ -14,14 +14,17 @@ import NVBuildSupport
 ///  - no file of C mentions x and no file of E mentions it either (x is
 ///    unknown to both compiles), or
 ///  - files of C mention x and E neither defines a macro x, declares a member
-///    x, declares an ordinary x or tag x that C does not declare, nor defines a
-///    tag x that C leaves undefined.
+///    x (where the probe uses x as a member), declares an ordinary x or tag x
+///    that C does not declare, nor defines a tag x that C leaves undefined.
+///    In `offsetof(struct S, m)` with S defined in C only, m needs no more.
 /// Probes in one unit never share a name one of them defines; errors must be
 /// attributable to one probe's lines; every probe's checkpoint must be reached;
 /// and probes without errors are compiled again without the failing ones until
 /// a unit compiles cleanly. Whatever is not shown this way is left to the caller,
 /// which compiles it on its own. What this relies on and does not check: a header
-/// of C preprocesses the same way whether or not files of E came before it.
+/// of C preprocesses the same way whether or not files of E came before it, and in
+/// whatever order the union first includes it (kernel headers are self-contained
+/// and guarded; the parity harness checks the results on real trees and kernels).
 struct UnionCompiler: Sendable {
     var runner: CompileRunner
     var preamble: String
