@@ -115,6 +115,32 @@ struct KernelCompileSetup {
         #expect(kept[1] == nil || kept[1]?.compiled == true)
         #expect(kept[2]?.compiled == true && kept[3]?.compiled == true, "stdint.h probes share a unit of their own")
     }
+
+    /// A probe that leaves a brace open swallows the probes after it: nothing in that unit
+    /// may be attributed, so nothing from it is kept; a probe with a syntax error fails alone.
+    @Test func brokenProbesNeverDecideOthers() async throws {
+        let kernel = try #require(Repo.kernels().first { $0.release.hasPrefix("6.1.") })
+        let setup = try await KernelCompileSetup(kernel: kernel, name: "union-broken")
+        defer { try? FileManager.default.removeItem(atPath: setup.scratch) }
+        let open = [
+            Self.code("fine", includes: ["linux/list.h"], "int nvb_fine(void) { return 1; }"),
+            Self.code("open_brace", includes: ["linux/list.h"], "void nvb_open(void) {\n    int x = 0;"),
+            Self.code("after", includes: ["linux/list.h"], "int nvb_after(void) { return 2; }"),
+        ]
+        #expect(try await setup.unionCompiler.compile(open).isEmpty, "an unclosed brace voids the whole unit")
+
+        let syntax = [
+            Self.code("fine", includes: ["linux/list.h"], "int nvb_fine(void) { return 1; }"),
+            Self.code("bad", includes: ["linux/list.h"], "int nvb_bad(void) { return 1 +; }"),
+            Self.code("after", includes: ["linux/list.h"], "int nvb_after(void) { return 2; }"),
+        ]
+        let kept = try await setup.unionCompiler.compile(syntax)
+        for (i, result) in kept {
+            let alone = try await setup.solo(syntax[i], id: "solo-\(i)")
+            #expect(result.compiled == alone, "\(syntax[i].test)")
+        }
+        #expect(kept[1]?.compiled == false && kept[0]?.compiled == true && kept[2]?.compiled == true)
+    }
 }
 
 @Suite struct PreprocessedUnitTests {
