@@ -162,27 +162,34 @@ public struct CompileRunner: Sendable {
         return (!second.succeeded, first.standardError)
     }
 
-    /// Directories named by -isystem (the compiler's own headers, for kernel builds).
-    static func systemIncludeDirectories(_ flags: [String]) -> [String] {
-        var dirs: [String] = []
-        for (i, f) in flags.enumerated() where f.hasPrefix("-isystem") {
-            if f == "-isystem", i + 1 < flags.count { dirs.append(flags[i + 1]) } else if f.count > 8 { dirs.append(String(f.dropFirst(8))) }
-        }
-        return dirs
+    /// Directories named by -I / -isystem / -iquote / -idirafter, in the order given.
+    static func includeDirectories(_ flags: [String]) -> [String] {
+        directories(flags).map(\.directory)
     }
 
-    /// Directories named by -I / -isystem / -iquote / -idirafter, in order.
-    static func includeDirectories(_ flags: [String]) -> [String] {
-        var dirs: [String] = []
+    /// Where `#include <x>` looks, in gcc's order: -I, then -isystem, then -idirafter
+    /// (kernel flags have -nostdinc: no default directories).
+    static func bracketSearchOrder(_ flags: [String]) -> [String] {
+        let named = directories(flags)
+        return ["-I", "-isystem", "-idirafter"].flatMap { option in named.filter { $0.option == option }.map(\.directory) }
+    }
+
+    /// Directories named by -isystem (the compiler's own headers, for kernel builds).
+    static func systemIncludeDirectories(_ flags: [String]) -> [String] {
+        directories(flags).filter { $0.option == "-isystem" }.map(\.directory)
+    }
+
+    private static func directories(_ flags: [String]) -> [(option: String, directory: String)] {
+        var dirs: [(option: String, directory: String)] = []
         var i = 0
         while i < flags.count {
             let f = flags[i]
             for option in ["-isystem", "-iquote", "-idirafter", "-I"] where f.hasPrefix(option) {
                 if f == option, i + 1 < flags.count {
-                    dirs.append(flags[i + 1])
+                    dirs.append((option, flags[i + 1]))
                     i += 1
                 } else if f.count > option.count {
-                    dirs.append(String(f.dropFirst(option.count)))
+                    dirs.append((option, String(f.dropFirst(option.count))))
                 }
                 break
             }

@@ -228,7 +228,7 @@ public enum Prober {
             let solo = slotted
             slotted.urgent = true
             let urgent = slotted
-            let unionCompiler = UnionCompiler(runner: urgent, preamble: preamble, includeDirectories: CompileRunner.includeDirectories(flags),
+            let unionCompiler = UnionCompiler(runner: urgent, preamble: preamble, includeDirectories: CompileRunner.bracketSearchOrder(flags),
                                               systemDirectories: Set(CompileRunner.systemIncludeDirectories(flags)))
             let pending = uncached.map { units[$0] }
             try await withThrowingTaskGroup(of: (Int, UnitResult).self) { group in

@@ -28,6 +28,7 @@ import NVBuildSupport
 struct UnionCompiler: Sendable {
     var runner: CompileRunner
     var preamble: String
+    /// Where `#include <x>` looks, in the compiler's order.
     var includeDirectories: [String]
     /// The compiler's own header directories (-isystem).
     var systemDirectories: Set<String>

@@ -25,7 +25,7 @@ struct KernelCompileSetup {
     }
 
     var unionCompiler: UnionCompiler {
-        UnionCompiler(runner: runner, preamble: preamble, includeDirectories: CompileRunner.includeDirectories(flags),
+        UnionCompiler(runner: runner, preamble: preamble, includeDirectories: CompileRunner.bracketSearchOrder(flags),
                       systemDirectories: Set(CompileRunner.systemIncludeDirectories(flags)))
     }
 
@@ -152,7 +152,7 @@ struct KernelCompileSetup {
         // linux/list.h includes linux/types.h, already included: a guard-skipped include.
         let source = setup.preamble + "#include <linux/types.h>\n#include <linux/list.h>\nint nvb_x = LIST_POISON_PLACEHOLDER;\n"
         let text = try #require(try await setup.runner.preprocess(id: "pp", source: source))
-        let unit = PreprocessedUnit.parse(text, includeDirectories: CompileRunner.includeDirectories(setup.flags)) { tokens in
+        let unit = PreprocessedUnit.parse(text, includeDirectories: CompileRunner.bracketSearchOrder(setup.flags)) { tokens in
             Set(tokens.map(\.name)).union(["list_add", "list_head", "INIT_LIST_HEAD", "next", "nvbuild_absent_name"])
         }
         func file(_ suffix: String) throws -> Int { try #require(unit.paths.firstIndex { $0.hasSuffix(suffix) }, "\(suffix) was read") }
