@@ -37,10 +37,12 @@ public struct ProbeReport: Sendable, Codable {
     public var seconds: Double
     /// Seconds spent in each phase, for --verbose and benchmarks.
     public var phaseSeconds: [String: Double]
-    /// Probes compiled in this run, and the compiler processes that took (grouping shares them).
+    /// Probes compiled in this run, and the compiler processes that took (union units share them).
     public var compiles: Int
     public var compilerRuns: Int
     public var cachedCompiles: Int
+    /// Of the compiled probes, those whose outcome a union translation unit showed.
+    public var unionCompiles: Int
 
     public struct HeaderPresenceResult: Sendable, Equatable, Codable {
         public var header: String
@@ -220,6 +222,7 @@ public enum Prober {
         }
         lap("plan+cache")
         var computed: [Int: UnitResult] = [:]
+        var shownByUnions = 0
         if options.grouping && uncached.count > 1 {
             // Union translation units; units they cannot show are compiled alone as soon as
             // that is known, all sharing the job slots (union rounds first).
@@ -236,6 +239,7 @@ public enum Prober {
                     switch event {
                     case .kept(let local, let r):
                         computed[uncached[local]] = r
+                        shownByUnions += 1
                         progress(.tests, counter.increment(), total)
                     case .leftOver(let local):
                         group.addTask {
@@ -338,7 +342,7 @@ public enum Prober {
             compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, utsRelease: uts,
             tests: requested.compactMap { results[$0] }, requests: requests, patchFiles: options.tree.patchFiles,
             seconds: Date().timeIntervalSince(start), phaseSeconds: phases, compiles: compiledCount, compilerRuns: runner.runs.value,
-            cachedCompiles: cachedCount
+            cachedCompiles: cachedCount, unionCompiles: shownByUnions
         )
     }
 

@@ -116,7 +116,7 @@ struct RunProbe: AsyncParsableCommand {
             return
         }
         if verbose {
-            Terminal.out("compiler runs: \(report.compilerRuns); phases: " + report.phaseSeconds.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value)) s" }.joined(separator: ", "))
+            Terminal.out("compiler runs: \(report.compilerRuns) (\(report.unionCompiles) probes shown by union units, \(report.compiles - report.unionCompiles) compiled alone); phases: " + report.phaseSeconds.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value)) s" }.joined(separator: ", "))
             for t in report.tests {
                 Terminal.out("\(t.name): \(t.lines.joined(separator: "; "))")
                 Terminal.out("    \(t.reasoning)")
