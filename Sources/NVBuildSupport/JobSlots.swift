@@ -10,6 +10,9 @@ public actor JobSlots {
         free = max(1, count)
     }
 
+    /// How many callers wait for a slot.
+    public var queued: Int { waiting.count + waitingUrgent.count }
+
     /// Runs `body` while holding one slot; urgent work is served before other waiting work.
     public func run<T: Sendable>(urgent: Bool = false, _ body: @Sendable () async throws -> T) async rethrows -> T {
         await acquire(urgent: urgent)

@@ -3,61 +3,68 @@ import NVBuildSupport
 import Testing
 
 @Suite struct JobSlotsTests {
-    final class Tally: @unchecked Sendable {
-        private let lock = NSLock()
+    /// Holds jobs until opened.
+    actor Gate {
+        private var open = false
+        private var waiters: [CheckedContinuation<Void, Never>] = []
+
+        func wait() async {
+            if open { return }
+            await withCheckedContinuation { waiters.append($0) }
+        }
+
+        func release() {
+            open = true
+            waiters.forEach { $0.resume() }
+            waiters.removeAll()
+        }
+    }
+
+    actor Tally {
         private var running = 0
         private(set) var peak = 0
         private(set) var order: [String] = []
 
         func enter(_ name: String) {
-            lock.lock()
             running += 1
             peak = max(peak, running)
             order.append(name)
-            lock.unlock()
         }
 
-        func leave() {
-            lock.lock()
-            running -= 1
-            lock.unlock()
-        }
+        func leave() { running -= 1 }
     }
 
+    /// Ordering is observed through the queue itself, not through timing.
     @Test func neverRunsMoreThanItsSlotsAndServesUrgentWorkFirst() async throws {
         let slots = JobSlots(2)
+        let gate = Gate()
         let tally = Tally()
-        await withTaskGroup(of: Void.self) { group in
-            // Two long jobs hold both slots while the others queue up.
-            for n in 0..<2 {
-                group.addTask {
-                    await slots.run {
-                        tally.enter("hold\(n)")
-                        try? await Task.sleep(nanoseconds: 200_000_000)
-                        tally.leave()
-                    }
-                }
-            }
-            try? await Task.sleep(nanoseconds: 50_000_000)
-            for n in 0..<4 {
-                group.addTask {
-                    await slots.run {
-                        tally.enter("normal\(n)")
-                        try? await Task.sleep(nanoseconds: 20_000_000)
-                        tally.leave()
-                    }
-                }
-            }
-            try? await Task.sleep(nanoseconds: 50_000_000)
-            group.addTask {
-                await slots.run(urgent: true) {
-                    tally.enter("urgent")
-                    tally.leave()
-                }
+        func job(_ name: String, hold: Bool = false) -> @Sendable () async -> Void {
+            {
+                await tally.enter(name)
+                if hold { await gate.wait() }
+                await tally.leave()
             }
         }
-        #expect(tally.peak == 2)
-        #expect(tally.order.count == 7)
-        #expect(tally.order.firstIndex(of: "urgent") == 2, "queued urgent work goes before queued normal work: \(tally.order)")
+        func waitUntilQueued(_ n: Int) async {
+            while await slots.queued < n { await Task.yield() }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            // Two jobs hold both slots until the gate opens; the others queue up meanwhile.
+            for n in 0..<2 { group.addTask { await slots.run(job("hold\(n)", hold: true)) } }
+            while await tally.order.count < 2 { await Task.yield() }
+            for n in 0..<4 {
+                group.addTask { await slots.run(job("normal\(n)")) }
+                await waitUntilQueued(n + 1)
+            }
+            group.addTask { await slots.run(urgent: true, job("urgent")) }
+            await waitUntilQueued(5)
+            await gate.release()
+        }
+        let order = await tally.order
+        #expect(await tally.peak == 2)
+        #expect(order.count == 7)
+        #expect(order.firstIndex(of: "urgent") == 2, "queued urgent work goes before queued normal work: \(order)")
+        #expect(order.filter { $0.hasPrefix("normal") } == ["normal0", "normal1", "normal2", "normal3"], "others in request order")
     }
 }
