@@ -30,6 +30,8 @@ struct UnitResult: Sendable {
     var compiled: Bool
     var diagnostics: String
     var dependencies: [String]
+    /// Shown by a union translation unit rather than compiled alone.
+    var fromUnion = false
 }
 
 extension CompileRunner {

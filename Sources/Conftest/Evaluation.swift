@@ -7,16 +7,21 @@ public struct ProbeOutcome: Sendable, Equatable, Codable {
     public var compiled: Bool
     /// The compiler's complete stderr (conftest.sh throws it away; nvbuild keeps it).
     public var diagnostics: String
+    /// The command conftest.sh's compile of this probe amounts to (what `probe explain` runs).
     public var command: [String]
     /// True when the result came from the cache.
     public var cached: Bool
+    /// True when a union translation unit showed the outcome (its diagnostics' line numbers
+    /// are that unit's); false when the probe was compiled alone with `command`.
+    public var fromUnion: Bool
 
-    public init(probe: String, compiled: Bool, diagnostics: String, command: [String], cached: Bool = false) {
+    public init(probe: String, compiled: Bool, diagnostics: String, command: [String], cached: Bool = false, fromUnion: Bool = false) {
         self.probe = probe
         self.compiled = compiled
         self.diagnostics = diagnostics
         self.command = command
         self.cached = cached
+        self.fromUnion = fromUnion
     }
 }
 

@@ -222,7 +222,6 @@ public enum Prober {
         }
         lap("plan+cache")
         var computed: [Int: UnitResult] = [:]
-        var shownByUnions = 0
         if options.grouping && uncached.count > 1 {
             // Union translation units; units they cannot show are compiled alone as soon as
             // that is known, all sharing the job slots (union rounds first).
@@ -237,9 +236,9 @@ public enum Prober {
             try await withThrowingTaskGroup(of: (Int, UnitResult).self) { group in
                 for try await event in unionCompiler.events(pending) {
                     switch event {
-                    case .kept(let local, let r):
+                    case .kept(let local, var r):
+                        r.fromUnion = true
                         computed[uncached[local]] = r
-                        shownByUnions += 1
                         progress(.tests, counter.increment(), total)
                     case .leftOver(let local):
                         group.addTask {
@@ -271,7 +270,7 @@ public enum Prober {
                             compiled: r.compiled, diagnostics: r.diagnostics, dependencies: r.dependencies, absent: absent)
             }
             outcomes[i] = ProbeOutcome(probe: u.probe, compiled: r.compiled, diagnostics: r.diagnostics,
-                                       command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"))
+                                       command: runner.compileCommand(directory: "\(scratch)/\(u.test).\(u.probe)"), fromUnion: r.fromUnion)
         }
         lap("store")
         var byTest: [String: [String: ProbeOutcome]] = [:]
@@ -342,7 +341,7 @@ public enum Prober {
             compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, utsRelease: uts,
             tests: requested.compactMap { results[$0] }, requests: requests, patchFiles: options.tree.patchFiles,
             seconds: Date().timeIntervalSince(start), phaseSeconds: phases, compiles: compiledCount, compilerRuns: runner.runs.value,
-            cachedCompiles: cachedCount, unionCompiles: shownByUnions
+            cachedCompiles: cachedCount, unionCompiles: outcomes.filter { $0?.fromUnion == true }.count
         )
     }
 
