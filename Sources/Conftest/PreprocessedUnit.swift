@@ -35,6 +35,8 @@ struct PreprocessedUnit: Sendable {
         var mentioned: Set<Int> = []
         /// Files declaring it as a function, variable, typedef or enumerator.
         var ordinary: Set<Int> = []
+        /// Files declaring it as an array object (`extern int a[];` may be completed elsewhere).
+        var array: Set<Int> = []
         /// Files declaring a struct or union member of that name.
         var member: Set<Int> = []
         /// Files defining or undefining a macro of that name.
@@ -231,6 +233,7 @@ struct PreprocessedUnit: Sendable {
                     parser.feed(piece, file: current) { kind, name, file in
                         switch kind {
                         case .ordinary: found[name].ordinary.insert(file)
+                        case .array: found[name].array.insert(file)
                         case .member: found[name].member.insert(file)
                         case .tagDefined: found[name].tagDefined.insert(file)
                         case .tagDeclared: found[name].tagDeclared.insert(file)
@@ -484,7 +487,8 @@ struct DeclarationParser {
         case body
     }
 
-    enum Kind { case ordinary, member, tagDefined, tagDeclared }
+    /// `array` comes with `ordinary` for an array object: another declaration may complete it.
+    enum Kind { case ordinary, array, member, tagDefined, tagDeclared }
 
     private enum Level { case file, structBody, enumBody }
     private struct Item { var piece: Piece; var file: Int }
@@ -661,6 +665,7 @@ struct DeclarationParser {
                     if [Piece.punct(UInt8(ascii: ";")), .punct(UInt8(ascii: ",")), .punct(UInt8(ascii: "=")),
                         .punct(UInt8(ascii: "[")), .punct(UInt8(ascii: "(")), .punct(UInt8(ascii: ":"))].contains(next) {
                         report(kind, n, item.file)
+                        if kind == .ordinary && next == .punct(UInt8(ascii: "[")) { report(.array, n, item.file) }
                     }
                 } else if next == .punct(UInt8(ascii: ")")) || next == .punct(UInt8(ascii: "[")) || next == .punct(UInt8(ascii: "(")),
                           let open = groupOpen.last {

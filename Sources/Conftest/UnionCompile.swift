@@ -14,8 +14,9 @@ import NVBuildSupport
 ///  - no file of C mentions x and no file of E mentions it either (x is
 ///    unknown to both compiles), or
 ///  - files of C mention x and E neither defines a macro x, declares a member
-///    x (where the probe uses x as a member), declares an ordinary x or tag x
-///    that C does not declare, nor defines a tag x that C leaves undefined.
+///    x (where the probe uses x as a member), declares an array x, declares an
+///    ordinary x or tag x that C does not declare, nor defines a tag x that C
+///    leaves undefined.
 ///    In `offsetof(struct S, m)` with S defined in C only, m needs no more.
 /// Probes in one unit never share a name one of them defines; errors must be
 /// attributable to one probe's lines; every probe's checkpoint must be reached;
@@ -341,6 +342,7 @@ struct UnionCompiler: Sendable {
                 } else if !f.macro.isDisjoint(with: extra)
                     || (memberSensitive && !f.member.isDisjoint(with: extra))
                     || (!f.ordinary.isDisjoint(with: extra) && f.ordinary.isDisjoint(with: own))
+                    || !f.array.isDisjoint(with: extra)
                     || (!f.tagDefined.isDisjoint(with: extra) && f.tagDefined.isDisjoint(with: own))
                     || (!f.tagDeclared.isDisjoint(with: extra) && f.tagDeclared.union(f.tagDefined).isDisjoint(with: own)) {
                     proven = false

@@ -211,6 +211,7 @@ struct KernelCompileSetup {
         #expect(found["ordinary"] == ["anon_t", "handler_t", "RED", "GREEN", "BLUE", "g", "h", "fn", "fn2", "table_value"])
         #expect(found["tagDefined"] == ["outer", "inner", "colour", "table"])
         #expect(found["tagDeclared"]?.contains("forward") == true)
+        #expect(found["array"] == ["h"])
     }
 
     @Test func rawShapeSeparatesDefinitionsLocalsAndMembers() {
