@@ -82,7 +82,7 @@ public struct CompileRunner: Sendable {
         for (i, header) in headers.enumerated() {
             if let cache, let hit = cache.lookup(step: headerKey(header, identity: identity, extra: extra)) {
                 decided[i] = hit.ok
-            } else if searched.contains(where: { FileManager.default.fileExists(atPath: $0 + "/" + header) }) {
+            } else if Self.directory(holding: header, in: searched) != nil {
                 existing.append(i)
             } else {
                 decided[i] = false
@@ -96,15 +96,13 @@ public struct CompileRunner: Sendable {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let text = existing.map { "#include <\(headers[$0])>\n" }.joined()
         try Data(text.utf8).write(to: URL(fileURLWithPath: directory + "/presence.c"))
-        _ = runs.increment()
         // -MG lists missing files instead of stopping at them; other errors (a header that
         // does not preprocess on its own) do not matter: such a header is present too.
-        let output = try await runner.run(compiler + ["-E", "-M", "-MG"] + extra + flags + ["presence.c"], workingDirectory: directory)
-        let rule = output.standardOutput.replacingOccurrences(of: "\\\n", with: " ")
-        guard let colon = rule.range(of: ": ") else { return decided }
-        let entries = rule[colon.upperBound...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
-        guard !entries.isEmpty, entries.allSatisfy({ $0.hasPrefix("/") || $0 == "presence.c" }) else { return decided }
-        let deps = entries.filter { $0.hasPrefix("/") }.map(String.init)
+        let command = compiler + ["-E", "-M", "-MG"] + extra + flags + ["presence.c"]
+        let output = try await limited { try await runner.run(command, workingDirectory: directory) }
+        guard let entries = ResultCache.prerequisites(ofMakeRule: output.standardOutput), !entries.isEmpty,
+              entries.allSatisfy({ $0.hasPrefix("/") || $0 == "presence.c" }) else { return decided }
+        let deps = entries.filter { $0.hasPrefix("/") }
         for i in existing {
             decided[i] = true
             cache?.store(step: headerKey(headers[i], identity: identity, extra: extra), ok: true, output: "", dependencies: deps)
@@ -160,6 +158,11 @@ public struct CompileRunner: Sendable {
             cache?.store(step: key, ok: false, output: first.standardError, dependencies: deps, absent: searched)
         }
         return (!second.succeeded, first.standardError)
+    }
+
+    /// The first of `directories` that holds `name` (a header as `#include <name>` spells it).
+    static func directory(holding name: String, in directories: [String]) -> String? {
+        directories.first { FileManager.default.fileExists(atPath: $0 + "/" + name) }
     }
 
     /// Directories named by -I / -isystem / -iquote / -idirafter, in the order given.

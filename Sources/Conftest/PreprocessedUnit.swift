@@ -149,6 +149,9 @@ struct PreprocessedUnit: Sendable {
 
         // Skipped includes: `<x>` resolves like any earlier `<x>` did; `"x"` first
         // beside its includer. Anything else stays unresolved (the closure is then unknown).
+        func resolve(_ name: String) -> Int? {
+            CompileRunner.directory(holding: name, in: includeDirectories).flatMap { ids[$0 + "/" + name] }
+        }
         for s in skipped {
             var target: Int?
             if s.quoted, let slash = paths[s.from].lastIndex(of: "/") {
@@ -156,10 +159,10 @@ struct PreprocessedUnit: Sendable {
                 if let known = ids[beside] {
                     target = known
                 } else if !FileManager.default.fileExists(atPath: beside) {
-                    target = resolvedByName[s.spelled] ?? Self.search(s.spelled, in: includeDirectories).flatMap { ids[$0] }
+                    target = resolvedByName[s.spelled] ?? resolve(s.spelled)
                 }
             } else if !s.next {
-                target = resolvedByName[s.spelled] ?? Self.search(s.spelled, in: includeDirectories).flatMap { ids[$0] }
+                target = resolvedByName[s.spelled] ?? resolve(s.spelled)
             }
             if let target {
                 edges[s.from].insert(target)
@@ -171,21 +174,10 @@ struct PreprocessedUnit: Sendable {
         mainIncludes.sort { $0.line < $1.line }
     }
 
-    static func search(_ name: String, in directories: [String]) -> String? {
-        for d in directories where FileManager.default.fileExists(atPath: d + "/" + name) { return d + "/" + name }
-        return nil
-    }
-
     // MARK: - Pass 2: declarations and mentions in every file
 
     private mutating func scanDeclarations(_ text: [UInt8], lines: LineIndex, wanted: Set<String>) {
-        var table = NameTable()
-        for k in Keyword.allCases { table.insert(k.rawValue, value: -1 - Int(k.index)) }
-        var names: [String] = []
-        for w in wanted.sorted() where table.lookup(Array(w.utf8)) == nil {
-            table.insert(w, value: names.count)
-            names.append(w)
-        }
+        let (table, names) = DeclarationParser.lookupTable(wanted.sorted())
         var found = [Facts](repeating: Facts(), count: names.count)
         var parser = DeclarationParser()
         var ids: [String: Int] = [:]
@@ -219,17 +211,8 @@ struct PreprocessedUnit: Sendable {
                 }
                 var tokenizer = Tokenizer(buf: buf, position: start, end: end)
                 while let token = tokenizer.next() {
-                    let piece: DeclarationParser.Piece
-                    switch token {
-                    case .identifier(let s, let e):
-                        let v = table.lookup(buf, s, e)
-                        if let v, v >= 0 { found[v].mentioned.insert(current) }
-                        piece = v.map { $0 < 0 ? .keyword(Keyword.all[-1 - $0]) : .name($0) } ?? .name(-1)
-                    case .punct(let c):
-                        piece = .punct(c)
-                    case .other:
-                        piece = .other
-                    }
+                    let piece = DeclarationParser.piece(token, in: buf, table: table)
+                    if case .name(let v) = piece, v >= 0 { found[v].mentioned.insert(current) }
                     parser.feed(piece, file: current) { kind, name, file in
                         switch kind {
                         case .ordinary: found[name].ordinary.insert(file)
@@ -446,7 +429,6 @@ enum Keyword: String, CaseIterable {
     case `return`, `if`, `else`, `for`, `while`, `do`, `switch`, `case`, `default`, `break`, `continue`, `goto`
 
     static let all = Keyword.allCases
-    var index: Int { Self.all.firstIndex(of: self)! }
 
     /// Keywords followed by a parenthesised group that declares nothing.
     var takesGroup: Bool {
@@ -489,6 +471,31 @@ struct DeclarationParser {
 
     /// `array` comes with `ordinary` for an array object: another declaration may complete it.
     enum Kind { case ordinary, array, member, tagDefined, tagDeclared }
+
+    /// A lookup of the keywords (negative values) and of `names` (their position in the
+    /// returned list; a name that is a keyword stays a keyword).
+    static func lookupTable(_ names: [String]) -> (table: NameTable, names: [String]) {
+        var table = NameTable()
+        for (i, k) in Keyword.all.enumerated() { table.insert(k.rawValue, value: -1 - i) }
+        var kept: [String] = []
+        for name in names where table.lookup(Array(name.utf8)) == nil {
+            table.insert(name, value: kept.count)
+            kept.append(name)
+        }
+        return (table, kept)
+    }
+
+    /// The piece a token is for the parser.
+    static func piece(_ token: Token, in buf: UnsafeBufferPointer<UInt8>, table: NameTable) -> Piece {
+        switch token {
+        case .identifier(let s, let e):
+            return table.lookup(buf, s, e).map { $0 < 0 ? .keyword(Keyword.all[-1 - $0]) : .name($0) } ?? .name(-1)
+        case .punct(let c):
+            return .punct(c)
+        case .other:
+            return .other
+        }
+    }
 
     private enum Level { case file, structBody, enumBody }
     private struct Item { var piece: Piece; var file: Int }

@@ -236,8 +236,7 @@ public enum Prober {
             try await withThrowingTaskGroup(of: (Int, UnitResult).self) { group in
                 for try await event in unionCompiler.events(pending) {
                     switch event {
-                    case .kept(let local, var r):
-                        r.fromUnion = true
+                    case .kept(let local, let r):
                         computed[uncached[local]] = r
                         progress(.tests, counter.increment(), total)
                     case .leftOver(let local):

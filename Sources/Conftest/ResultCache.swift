@@ -339,11 +339,15 @@ public final class ResultCache: @unchecked Sendable {
     /// without the compile's own files in its private `directory` (the source, and a
     /// header `-MG` reports missing, relative to it): those are not inputs to remember.
     public static func dependencies(fromMakeRule text: String, directory: String) -> [String] {
+        (prerequisites(ofMakeRule: text) ?? []).filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
+    }
+
+    /// Everything a make-style rule lists after its target, as written (`-MG` lists a
+    /// missing header relative); nil when the text is no rule.
+    static func prerequisites(ofMakeRule text: String) -> [String]? {
         let joined = text.replacingOccurrences(of: "\\\n", with: " ")
-        guard let colon = joined.range(of: ": ") else { return [] }
-        return joined[colon.upperBound...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
-            .map(String.init)
-            .filter { $0.hasPrefix("/") && !$0.hasPrefix(directory + "/") }
+        guard let colon = joined.range(of: ": ") else { return nil }
+        return joined[colon.upperBound...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init)
     }
 }
 

@@ -119,7 +119,7 @@ struct UnionCompiler: Sendable {
             if line.hasPrefix("#endif") { depth -= 1 }
             guard depth == 0, line.hasPrefix("#include"), let open = line.firstIndex(where: { $0 == "<" || $0 == "\"" }) else { continue }
             let name = String(line[line.index(after: open)...].prefix { $0 != ">" && $0 != "\"" })
-            guard let dir = includeDirectories.first(where: { FileManager.default.fileExists(atPath: $0 + "/" + name) }) else { return nil }
+            guard let dir = CompileRunner.directory(holding: name, in: includeDirectories) else { return nil }
             if systemDirectories.contains(dir) { compilerHeaders = true }
         }
         return compilerHeaders
@@ -130,7 +130,7 @@ struct UnionCompiler: Sendable {
     private struct Layout {
         var source: String
         var preambleLines: ClosedRange<Int>
-        var chunks: [String]
+        /// Lines of each distinct include text (chunk), in order of first use.
         var chunkLines: [ClosedRange<Int>]
         /// For each member, its chunk and its body's lines.
         var members: [Int]
@@ -170,7 +170,7 @@ struct UnionCompiler: Sendable {
             source += text
             line += n
         }
-        return Layout(source: source, preambleLines: preambleLines, chunks: chunks, chunkLines: chunkLines,
+        return Layout(source: source, preambleLines: preambleLines, chunkLines: chunkLines,
                       members: members, memberChunk: chunkOf, bodyLines: bodyLines)
     }
 
@@ -205,31 +205,13 @@ struct UnionCompiler: Sendable {
                 active.forEach { report(.leftOver($0)) }
                 return
             }
+            // Only members whose outcome the analysis shows go on; the round then settles them
+            // like every later round.
             let proofs = provable(layout: current, facts: facts, units: units, shapes: shapes)
-            var next: [Int] = []
             var dependencies: [Int: [String]] = [:]
-            for (k, i) in active.enumerated() {
-                guard let deps = proofs[k], reached.contains(k), !doubtful.contains(k) else {
-                    report(.leftOver(i))
-                    continue
-                }
-                if let diagnostics = failing[k] {
-                    report(.kept(i, UnitResult(compiled: false, diagnostics: diagnostics, dependencies: deps)))
-                } else {
-                    next.append(i)
-                    dependencies[i] = deps
-                }
-            }
-            if failing.isEmpty && doubtful.isEmpty && reached.count == active.count {
-                // No error anywhere: the object must exist, else something failed unseen.
-                for (k, i) in active.enumerated() where dependencies[i] != nil {
-                    report(r.compiled
-                        ? .kept(i, UnitResult(compiled: true, diagnostics: Self.diagnostics(r.diagnostics, in: current.bodyLines[k]),
-                                                          dependencies: dependencies[i]!))
-                        : .leftOver(i))
-                }
-                return
-            }
+            for (k, i) in active.enumerated() { dependencies[i] = proofs[k] }
+            let next = settle(compiled: r.compiled, diagnostics: r.diagnostics, layout: current, failing: failing, doubtful: doubtful, reached: reached,
+                              dependencies: dependencies, report: report)
             try await laterRounds(next, dependencies: dependencies, units: units, id: id, report: report)
             return
         }
@@ -246,25 +228,40 @@ struct UnionCompiler: Sendable {
             let current = layout(active, units: units)
             let r = try await runner.compile(id: "\(id)-r\(round)", source: current.source, files: [])
             guard case .units(let failing, let doubtful, let reached) = Self.attribute(r.diagnostics, layout: current) else { break }
-            let clean = failing.isEmpty && doubtful.isEmpty && reached.count == active.count
-            var next: [Int] = []
-            for (k, i) in active.enumerated() {
-                if clean {
-                    report(r.compiled
-                        ? .kept(i, UnitResult(compiled: true, diagnostics: Self.diagnostics(r.diagnostics, in: current.bodyLines[k]),
-                                                          dependencies: dependencies[i]!))
-                        : .leftOver(i))
-                } else if doubtful.contains(k) || !reached.contains(k) {
-                    report(.leftOver(i))
-                } else if let diagnostics = failing[k] {
-                    report(.kept(i, UnitResult(compiled: false, diagnostics: diagnostics, dependencies: dependencies[i]!)))
-                } else {
-                    next.append(i)
-                }
-            }
-            active = next
+            active = settle(compiled: r.compiled, diagnostics: r.diagnostics, layout: current, failing: failing, doubtful: doubtful, reached: reached,
+                            dependencies: dependencies, report: report)
         }
         active.forEach { report(.leftOver($0)) }
+    }
+
+    /// Reports what one round shows for its members and returns those to compile again.
+    /// A member without a proof (no entry in `dependencies`), with errors that touch other
+    /// members or whose checkpoint was not reached is left over; a member with errors of
+    /// its own failed; when the round had no error anywhere, every member compiled (and
+    /// if the object is missing nonetheless, something failed unseen: all are left over).
+    private func settle(compiled: Bool, diagnostics stderr: String, layout: Layout, failing: [Int: String], doubtful: Set<Int>, reached: Set<Int>, dependencies: [Int: [String]],
+                        report: @Sendable (Event) -> Void) -> [Int] {
+        let clean = failing.isEmpty && doubtful.isEmpty && reached.count == layout.members.count
+        var next: [Int] = []
+        for (k, i) in layout.members.enumerated() {
+            guard let deps = dependencies[i] else {
+                report(.leftOver(i))
+                continue
+            }
+            if clean {
+                report(compiled
+                    ? .kept(i, UnitResult(compiled: true, diagnostics: Self.diagnostics(stderr, in: layout.bodyLines[k]),
+                                          dependencies: deps, fromUnion: true))
+                    : .leftOver(i))
+            } else if doubtful.contains(k) || !reached.contains(k) {
+                report(.leftOver(i))
+            } else if let diagnostics = failing[k] {
+                report(.kept(i, UnitResult(compiled: false, diagnostics: diagnostics, dependencies: deps, fromUnion: true)))
+            } else {
+                next.append(i)
+            }
+        }
+        return clean ? [] : next
     }
 
     private func analyze(_ layout: Layout, wanted: Set<String>, id: String) async -> PreprocessedUnit? {

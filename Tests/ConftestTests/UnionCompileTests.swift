@@ -187,23 +187,15 @@ struct KernelCompileSetup {
             """
         let wanted = ["outer", "a", "inner", "b", "in", "callback", "c", "d", "e", "anon_t", "handler_t", "f", "colour", "RED",
                       "GREEN", "BLUE", "g", "h", "fn", "o", "local", "forward", "fn2", "p", "table", "q", "table_value"]
-        var table = NameTable()
-        for k in Keyword.allCases { table.insert(k.rawValue, value: -1 - k.index) }
-        for (i, w) in wanted.enumerated() { table.insert(w, value: i) }
+        let (table, names) = DeclarationParser.lookupTable(wanted)
+        #expect(names == wanted)
         var parser = DeclarationParser()
         var found: [String: Set<String>] = [:]
         let bytes = Array(text.utf8)
         bytes.withUnsafeBufferPointer { buf in
             var tokenizer = Tokenizer(buf: buf, position: 0, end: buf.count)
             while let token = tokenizer.next() {
-                let piece: DeclarationParser.Piece
-                switch token {
-                case .identifier(let s, let e):
-                    let v = table.lookup(buf, s, e)
-                    piece = v.map { $0 < 0 ? .keyword(Keyword.all[-1 - $0]) : .name($0) } ?? .name(-1)
-                case .punct(let c): piece = .punct(c)
-                case .other: piece = .other
-                }
+                let piece = DeclarationParser.piece(token, in: buf, table: table)
                 parser.feed(piece, file: 0) { kind, name, _ in found["\(kind)", default: []].insert(wanted[name]) }
             }
         }
