@@ -7,12 +7,27 @@ public struct Diagnostic: Sendable, Equatable, Codable, CustomStringConvertible 
     /// The file the message is about, when there is one.
     public var file: String?
     public var line: Int?
+    /// What the user can do about it, when there is something to do.
+    public var remedy: String?
 
-    public init(_ severity: Severity, _ message: String, file: String? = nil, line: Int? = nil) {
+    public init(_ severity: Severity, _ message: String, file: String? = nil, line: Int? = nil, remedy: String? = nil) {
         self.severity = severity
         self.message = message
         self.file = file
         self.line = line
+        self.remedy = remedy
+    }
+
+    public static func note(_ message: String, file: String? = nil, line: Int? = nil, remedy: String? = nil) -> Diagnostic {
+        Diagnostic(.note, message, file: file, line: line, remedy: remedy)
+    }
+
+    public static func warning(_ message: String, file: String? = nil, line: Int? = nil, remedy: String? = nil) -> Diagnostic {
+        Diagnostic(.warning, message, file: file, line: line, remedy: remedy)
+    }
+
+    public static func error(_ message: String, file: String? = nil, line: Int? = nil, remedy: String? = nil) -> Diagnostic {
+        Diagnostic(.error, message, file: file, line: line, remedy: remedy)
     }
 
     public var description: String {
@@ -22,7 +37,8 @@ public struct Diagnostic: Sendable, Equatable, Codable, CustomStringConvertible 
             if let line { location += ":\(line)" }
             location += ": "
         }
-        return "\(location)\(severity.rawValue): \(message)"
+        let advice = remedy.map { " (\($0))" } ?? ""
+        return "\(location)\(severity.rawValue): \(message)\(advice)"
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NVBuildSupport
 
 /// The only place that writes to the terminal: colour on a TTY unless NO_COLOR is set.
 enum Terminal {
@@ -43,6 +44,17 @@ enum Terminal {
 
     static func warning(_ text: String) {
         FileHandle.standardError.write(Data((styled("warning:", .yellow, stderr: true) + " " + text + "\n").utf8))
+    }
+
+    /// The one way a library's `Diagnostic` reaches the terminal (text form; `--json`
+    /// output encodes the value itself).
+    static func report(_ diagnostic: Diagnostic) {
+        let style: Style = diagnostic.severity == .error ? .red : diagnostic.severity == .warning ? .yellow : .dim
+        var location = ""
+        if let file = diagnostic.file { location = file + (diagnostic.line.map { ":\($0)" } ?? "") + ": " }
+        let remedy = diagnostic.remedy.map { " (\($0))" } ?? ""
+        let text = location + styled(diagnostic.severity.rawValue + ":", style, stderr: true) + " " + diagnostic.message + remedy
+        FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 
     static func note(_ text: String) {
