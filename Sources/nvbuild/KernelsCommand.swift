@@ -9,7 +9,7 @@ struct KernelsCommand: AsyncParsableCommand {
         discussion: """
             Example:
               nvbuild kernels
-              nvbuild kernels --kernel 6.12.117+deb12-amd64 --json
+              nvbuild kernels --kernel 6.12.118+deb12-amd64 --json
             """
     )
 
@@ -24,7 +24,7 @@ struct KernelsCommand: AsyncParsableCommand {
             kernels = KernelDiscovery().installedKernels()
         }
         if json {
-            try Terminal.json(kernels)
+            try Terminal.json(kernels.map { Listing(kernel: $0, image: KernelImage(release: $0.release)) })
             return
         }
         if kernels.isEmpty {
@@ -38,9 +38,25 @@ struct KernelsCommand: AsyncParsableCommand {
             let cc = k.compiler.map { "\($0) (\(k.compilerInstalled ? "installed" : "NOT installed"))" } ?? "unknown"
             Terminal.out("  compiler: \(cc)")
             let f = k.facts
+            let image = KernelImage(release: k.release)
+            Terminal.out("  image:    " + (image.problem(release: k.release) ?? "installed (modules, vmlinuz)"))
             Terminal.out("  config:   PREEMPT_RT=\(yn(f.preemptRT)) MODVERSIONS=\(yn(f.modversions)) MODULE_SIG=\(yn(f.moduleSig)) MODULE_SIG_FORCE=\(yn(f.moduleSigForce)) compression=\(f.moduleCompression)")
         }
     }
 
     private func yn(_ b: Bool) -> String { b ? "y" : "n" }
+
+    /// The JSON row: the kernel's fields as before, plus what of its image is installed.
+    private struct Listing: Encodable {
+        let kernel: KernelTarget
+        let image: KernelImage
+
+        func encode(to encoder: any Encoder) throws {
+            try kernel.encode(to: encoder)
+            var container = encoder.container(keyedBy: Key.self)
+            try container.encode(image, forKey: .image)
+        }
+
+        private enum Key: String, CodingKey { case image }
+    }
 }

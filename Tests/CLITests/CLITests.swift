@@ -40,8 +40,9 @@ enum CLI {
         return list.compactMap { $0["release"] as? String }
     }
 
+    /// The standard kernel of a series that scripts/setup installed (the one every test target uses).
     static func standardKernel(_ series: String) throws -> String {
-        try #require(try kernels().filter { $0.hasPrefix(series) && !$0.contains("-rt") && !$0.contains("-cloud") }.first, "run scripts/setup")
+        try #require(InstalledKernels.standard.first { $0.hasPrefix(series) }, "no standard \(series) kernel is installed: run scripts/setup")
     }
 
     static func temporaryDirectory() -> String {
@@ -160,6 +161,7 @@ enum CLI {
     /// probe with the same cache gives the reference results.
     @Test func killedProbeNeverChangesALaterResult() throws {
         let kernel = try CLI.standardKernel("6.12.")
+        let golden = try GoldenFiles.directory(for: kernel).get()
         let cache = CLI.temporaryDirectory(), outDir = CLI.temporaryDirectory()
         defer {
             try? FileManager.default.removeItem(atPath: cache)
@@ -188,8 +190,8 @@ enum CLI {
         #expect(leftovers.isEmpty, "temporary files left behind: \(leftovers)")
         for header in ["functions", "generic", "macros", "symbols", "types", "headers", "patches"] {
             let mine = try String(contentsOfFile: "\(outDir)/\(header).h", encoding: .utf8)
-            let golden = try String(contentsOfFile: "\(CLI.repository)/Tests/Fixtures/golden/\(kernel)/\(header).h", encoding: .utf8)
-            #expect(mine == golden, "\(header).h differs from the reference after killed runs")
+            let expected = try String(contentsOfFile: "\(golden)/\(header).h", encoding: .utf8)
+            #expect(mine == expected, "\(header).h differs from the reference after killed runs")
         }
     }
 

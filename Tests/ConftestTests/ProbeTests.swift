@@ -3,6 +3,7 @@ import Foundation
 import KernelTree
 import NVBuildSupport
 import Testing
+import TestSupport
 
 /// The fixture tree probed against the real Debian kernels: every generated
 /// header must equal the golden file the reference conftest.sh produced for
@@ -11,14 +12,15 @@ import Testing
     @Test(arguments: ["6.1.", "6.12."])
     func fixtureMatchesReferenceGolden(series: String) async throws {
         let kernel = try #require(Repo.kernels().first { $0.release.hasPrefix(series) }, "run scripts/setup")
+        let golden = try GoldenFiles.directory(for: kernel.release).get()
         let report = try await Prober.run(try Repo.options(kernel: kernel))
         let out = try Repo.scratch("golden")
         defer { try? FileManager.default.removeItem(atPath: out) }
         try ConftestOutput.write(report, to: out)
         for header in ["functions", "generic", "macros", "symbols", "types", "headers", "patches"] {
             let mine = try String(contentsOfFile: "\(out)/\(header).h", encoding: .utf8)
-            let golden = try String(contentsOfFile: "\(Repo.golden)/\(kernel.release)/\(header).h", encoding: .utf8)
-            #expect(mine == golden, "\(header).h differs from the reference on \(kernel.release)")
+            let expected = try String(contentsOfFile: "\(golden)/\(header).h", encoding: .utf8)
+            #expect(mine == expected, "\(header).h differs from the reference on \(kernel.release)")
         }
         // Only the fixture's own test is delegated; everything else comes from the catalog.
         #expect(report.delegated == ["fixture_file_operations_has_fop_flags"])

@@ -2,6 +2,7 @@ import Conftest
 import Foundation
 import KernelTree
 import NVBuildSupport
+import TestSupport
 
 /// Paths and kernels shared by the Conftest tests: the repository's own
 /// catalog and fixture tree, and the Debian kernels scripts/setup installs.
@@ -9,15 +10,13 @@ enum Repo {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     static let catalogDirectory = root + "/conftest"
     static let fixtureTree = root + "/Tests/Fixtures/kernel-open"
-    static let golden = root + "/Tests/Fixtures/golden"
 
     static func catalog() throws -> Catalog { try Catalog.load(directory: catalogDirectory) }
 
-    /// The standard (non-rt, non-cloud) 6.1 and 6.12 kernels, in that order.
+    /// The standard 6.1 and 6.12 kernels every test target uses, in that order.
     static func kernels() -> [KernelTarget] {
-        KernelDiscovery().installedKernels()
-            .filter { !$0.release.contains("-rt") && !$0.release.contains("-cloud") }
-            .sorted { $0.release < $1.release }
+        let discovered = KernelDiscovery().installedKernels()
+        return InstalledKernels.standard.compactMap { release in discovered.first { $0.release == release } }
     }
 
     static func scratch(_ name: String) throws -> String {

@@ -80,12 +80,10 @@ import Testing
 
     /// Runs `iterations` mutated inputs per seed module; returns (accepted, rejected).
     static func campaign(iterations: Int, seed: UInt64, directory: String) throws -> (Int, Int) {
-        let seeds = [
-            "/lib/modules/\(InstalledKernels.standard[0])/kernel/drivers/usb/storage/usb-storage.ko",
-            "/lib/modules/\(InstalledKernels.standard[0])/kernel/fs/fat/vfat.ko",
-            "/lib/modules/\(InstalledKernels.standard[1])/kernel/drivers/usb/storage/usb-storage.ko.xz",
-            "/lib/modules/\(InstalledKernels.standard[1])/kernel/fs/fat/vfat.ko.xz",
-        ].filter { FileManager.default.fileExists(atPath: $0) }
+        // A plain (6.1) and an xz (6.12) copy of each, whichever ABIs are installed.
+        let seeds = InstalledKernels.standard.flatMap { release in
+            ["drivers/usb/storage/usb-storage.ko", "fs/fat/vfat.ko"].compactMap { InstalledKernels.module(release, $0) }
+        }
         var random = Generator(seed: seed)
         var accepted = 0, rejected = 0
         let path = directory + "/current-input.ko"

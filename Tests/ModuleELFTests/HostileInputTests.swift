@@ -1,12 +1,14 @@
 import Foundation
 import ModuleELF
+import TestSupport
 import Testing
 
 /// Damaged files built from a real module: each must give one ModuleReadError that names the
 /// file and the problem, never a crash, a hang or a partial result.
 @Suite struct HostileInputTests {
-    static let plainPath = "/lib/modules/6.1.0-56-amd64/kernel/drivers/usb/storage/usb-storage.ko"
-    static let xzPath = "/lib/modules/6.12.117+deb12-amd64/kernel/drivers/usb/storage/usb-storage.ko.xz"
+    // Debian's 6.1 image ships plain modules, 6.12 xz-compressed ones.
+    static let plainPath = InstalledKernels.module("drivers/usb/storage/usb-storage.ko", compressedAs: "") ?? "usb-storage.ko: no uncompressed copy installed (run scripts/setup)"
+    static let xzPath = InstalledKernels.module("drivers/usb/storage/usb-storage.ko", compressedAs: ".xz") ?? "usb-storage.ko.xz: no xz copy installed (run scripts/setup)"
 
     private func bytes(_ path: String) throws -> [UInt8] {
         Array(try Data(contentsOf: URL(fileURLWithPath: path)))

@@ -1,5 +1,6 @@
 import Foundation
 import ModuleELF
+import TestSupport
 import Testing
 
 /// Exports and undefined symbols against binutils' nm/readelf; __versions CRCs against the
@@ -77,7 +78,7 @@ import Testing
     }
 
     @Test func sectionsMatchReadelf() throws {
-        let path = "/lib/modules/6.1.0-56-amd64/kernel/drivers/usb/storage/usb-storage.ko"
+        let path = try #require(InstalledKernels.module("drivers/usb/storage/usb-storage.ko", compressedAs: ""), "run scripts/setup")
         let module = try ModuleFile.read(path: path, parts: .sections)
         let text = String(decoding: try runTool(["readelf", "-SW", path]), as: UTF8.self)
         // "  [ 1] .text  PROGBITS  addr off size es flg lk inf al"

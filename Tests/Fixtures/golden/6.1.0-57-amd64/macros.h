@@ -1,0 +1,1 @@
+// Kernel version:             "6.1.0-57-amd64"

@@ -1,0 +1,1 @@
+// Kernel version:             "6.12.118+deb12-amd64"
