@@ -80,6 +80,29 @@ enum CLI {
         #expect(releases.contains { $0.hasPrefix("6.1.") })
         #expect(releases.contains { $0.hasPrefix("6.12.") })
     }
+
+    /// Each kernel says whether its image is installed beside the headers: setup installs
+    /// images for the standard kernels and only headers for the -rt flavour.
+    @Test func kernelsSayWhetherTheImageIsInstalled() throws {
+        let out = try CLI.run(["kernels", "--json"])
+        #expect(out.status == 0)
+        let rows = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(!rows.isEmpty)
+        for row in rows {
+            let release = try #require(row["release"] as? String)
+            let image = try #require(row["image"] as? [String: Any], "no image facts for \(release)")
+            #expect(image["hasModules"] as? Bool == FileManager.default.fileExists(atPath: "/lib/modules/\(release)/modules.dep"))
+            #expect(image["hasKernelImage"] as? Bool == FileManager.default.fileExists(atPath: "/boot/vmlinuz-\(release)"))
+        }
+        for release in InstalledKernels.standard {
+            #expect(InstalledKernels.imageProblem(release) == nil, "\(InstalledKernels.imageProblem(release) ?? "")")
+        }
+        let text = try CLI.run(["kernels"])
+        for row in rows where (row["image"] as? [String: Any])?["hasModules"] as? Bool == false {
+            let release = row["release"] as! String
+            #expect(text.stdout.contains("image:    headers only (no modules"), "\(release) is not reported as headers only")
+        }
+    }
 }
 
 @Suite struct ProbeCommandTests {
