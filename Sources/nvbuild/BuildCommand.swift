@@ -3,6 +3,7 @@ import Foundation
 import Kbuild
 import KernelTree
 import NVBuildSupport
+import SourceTree
 
 struct BuildCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -60,6 +61,9 @@ struct BuildCommand: AsyncParsableCommand {
                 throw UserError(.usage, "--modules needs a tree whose Makefile selects modules (NV_KERNEL_MODULES); \(driverTree.path) builds every obj-m module together")
             }
         }
+        // The per-kernel copies refuse the same links; checking once here makes a tree
+        // that cannot be copied a usage error (exit 2) before any kernel is tried.
+        _ = try TreeMirror(scanning: driverTree.path)
         let targets = try resolveTargets()
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"

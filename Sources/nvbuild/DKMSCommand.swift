@@ -1,8 +1,8 @@
 import ArgumentParser
 import DKMS
 import Foundation
-import Kbuild
 import NVBuildSupport
+import SourceTree
 
 struct DKMSCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

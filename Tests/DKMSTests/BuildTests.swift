@@ -2,6 +2,7 @@ import Foundation
 import Kbuild
 import KernelTree
 import NVBuildSupport
+import SourceTree
 import Testing
 
 @Suite("nvbuild build through Kbuild")

@@ -1,6 +1,6 @@
 import DKMS
 import Foundation
-import Kbuild
+import SourceTree
 import Testing
 
 @Suite("dkms package")
