@@ -52,15 +52,15 @@ public struct KernelBuildResult: Sendable, Codable {
     public var release: String
     public var kernelOutputDirectory: String
     public var succeeded: Bool
-    /// One sentence when the build failed before or outside the compiler.
-    public var reason: String?
+    /// Why the build failed: one message, with the failing file:line when the compiler named one.
+    public var reason: Diagnostic?
     public var failure: BuildFailure?
     public var logPath: String?
     public var command: String?
     public var modules: [ModuleResult]
     public var seconds: Double
 
-    public static func failed(label: String, release: String, output: String, reason: String, logPath: String? = nil) -> KernelBuildResult {
+    public static func failed(label: String, release: String, output: String, reason: Diagnostic, logPath: String? = nil) -> KernelBuildResult {
         KernelBuildResult(
             label: label, release: release, kernelOutputDirectory: output, succeeded: false, reason: reason,
             failure: nil, logPath: logPath, command: nil, modules: [], seconds: 0)
@@ -99,13 +99,15 @@ public struct KbuildBuilder: Sendable {
     public func build(_ request: BuildRequest) async -> KernelBuildResult {
         let started = Date()
         let kernel = request.kernel
-        func fail(_ reason: String, log: String? = nil) -> KernelBuildResult {
+        func fail(_ reason: Diagnostic, log: String? = nil) -> KernelBuildResult {
             var r = KernelBuildResult.failed(label: request.label, release: kernel.release, output: kernel.outputDirectory, reason: reason, logPath: log)
             r.seconds = Date().timeIntervalSince(started)
             return r
         }
         if let missing = Self.missingKernelFile(kernel) {
-            return fail("kernel tree \(kernel.outputDirectory) is incomplete: \(missing) is missing; reinstall its headers (apt-get install --reinstall linux-headers-\(kernel.release)) or point --kernel-output at a complete tree")
+            return fail(.error(
+                "kernel tree \(kernel.outputDirectory) is incomplete: \(missing) is missing",
+                remedy: "reinstall its headers (apt-get install --reinstall linux-headers-\(kernel.release)) or point --kernel-output at a complete tree"))
         }
         progress?(BuildProgress(label: request.label, phase: .preparing, compiledObjects: 0, lastItem: nil))
         do {
@@ -117,17 +119,17 @@ public struct KbuildBuilder: Sendable {
                 unlink("\(request.buildTree)/\(module.relativeObjectPath)")
             }
         } catch let error as UserError {
-            return fail(error.message)
+            return fail(.error(error.message))
         } catch {
-            return fail("cannot prepare the build folder \(request.buildTree): \(error)")
+            return fail(.error("cannot prepare the build folder \(request.buildTree): \(error)"))
         }
         if request.tree.requestsConftest, let prepare {
             do {
                 try await prepare(kernel, request.buildTree)
             } catch let error as UserError {
-                return fail("probe failed: \(error.message)")
+                return fail(.error("probe failed: \(error.message)"))
             } catch {
-                return fail("probe failed: \(error)")
+                return fail(.error("probe failed: \(error)"))
             }
         }
         let invocation = KbuildInvocation.modules(
@@ -138,7 +140,7 @@ public struct KbuildBuilder: Sendable {
         do {
             status = try await runLogged(invocation, logPath: request.logPath, label: request.label)
         } catch {
-            return fail("could not run make: \(error)", log: request.logPath)
+            return fail(.error("could not run make: \(error)"), log: request.logPath)
         }
         var modules: [ModuleResult] = []
         for spec in request.selectedModules {
@@ -164,13 +166,14 @@ public struct KbuildBuilder: Sendable {
                 failure = f
             }
             result.failure = failure
-            result.reason = "make exited with status \(status)"
+            var message = "make exited with status \(status)"
             if let file = failure?.file, failure?.includedFrom == nil, !file.hasPrefix(request.tree.path + "/") {
-                result.reason! += "; the first error is in a file outside the driver tree (\(file)), so the kernel tree \(kernel.outputDirectory) looks broken or incomplete"
+                message += "; the first error is in a file outside the driver tree (\(file)), so the kernel tree \(kernel.outputDirectory) looks broken or incomplete"
             }
+            result.reason = .error(message, file: failure?.file, line: failure?.line)
         } else if !result.succeeded {
             let missing = modules.filter { !$0.built }.map(\.name)
-            result.reason = "make succeeded but did not produce \(missing.map { "\($0).ko" }.joined(separator: ", "))"
+            result.reason = .error("make succeeded but did not produce \(missing.map { "\($0).ko" }.joined(separator: ", "))")
         }
         return result
     }

@@ -88,7 +88,7 @@ struct BuildCommand: AsyncParsableCommand {
                 }
                 usedLabels.insert(label)
                 if !json, !kernel.compilerInstalled, compiler == nil, let c = kernel.compiler {
-                    Terminal.warning("\(kernel.release) was built with \(c), which is not installed; Kbuild falls back to its default compiler")
+                    Terminal.report(.warning("\(kernel.release) was built with \(c), which is not installed; Kbuild falls back to its default compiler"))
                 }
                 let request = BuildRequest(
                     tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: jobCount,
@@ -126,20 +126,26 @@ struct BuildCommand: AsyncParsableCommand {
 
     enum Target {
         case kernel(KernelTarget)
-        case failed(label: String, output: String, reason: String)
+        case failed(label: String, output: String, reason: Diagnostic)
     }
 
     /// Every kernel asked for; a tree that cannot even be described becomes a failed row.
+    /// Each named kernel is resolved as every other command resolves its one kernel
+    /// (KernelOptions); only `all` and the repeated options are this command's own.
     private func resolveTargets() throws -> [Target] {
         let discovery = KernelDiscovery()
         var targets: [Target] = []
-        func describe(_ label: String, _ output: String, _ body: () throws -> KernelTarget) {
+        func describe(_ label: String, _ output: String, release: String? = nil, source: String? = nil, outputDirectory: String? = nil) {
+            var options = KernelOptions()
+            options.release = release
+            options.sourceDirectory = source
+            options.outputDirectory = outputDirectory
             do {
-                targets.append(.kernel(try body()))
+                targets.append(.kernel(try options.resolve(discovery: discovery).0))
             } catch let error as UserError {
-                targets.append(.failed(label: label, output: output, reason: error.message))
+                targets.append(.failed(label: label, output: output, reason: .error(error.message)))
             } catch {
-                targets.append(.failed(label: label, output: output, reason: "\(error)"))
+                targets.append(.failed(label: label, output: output, reason: .error("\(error)")))
             }
         }
         for release in releases {
@@ -150,7 +156,7 @@ struct BuildCommand: AsyncParsableCommand {
                 }
                 targets += installed.map { .kernel($0) }
             } else {
-                describe(release, "/lib/modules/\(release)/build") { try discovery.kernel(release: release) }
+                describe(release, "/lib/modules/\(release)/build", release: release)
             }
         }
         if let sourceDirectory {
@@ -158,17 +164,17 @@ struct BuildCommand: AsyncParsableCommand {
                 throw UserError(.usage, "--kernel-source pairs with one --kernel-output; build several output trees without --kernel-source")
             }
             let output = outputDirectories.first
-            describe(output ?? sourceDirectory, output ?? sourceDirectory) {
-                try discovery.kernel(sourceDirectory: sourceDirectory, outputDirectory: output)
-            }
+            describe(output ?? sourceDirectory, output ?? sourceDirectory, source: sourceDirectory, outputDirectory: output)
         } else {
             for output in outputDirectories {
-                describe(output, output) { try discovery.kernel(sourceDirectory: output, outputDirectory: output) }
+                describe(output, output, outputDirectory: output)
             }
         }
         if targets.isEmpty {
-            let (kernel, reason) = try discovery.defaultKernel()
-            if !json { Terminal.note("using kernel \(kernel.release): \(reason)") }
+            var options = KernelOptions()
+            (options.release, options.sourceDirectory, options.outputDirectory) = (nil, nil, nil)
+            let (kernel, note) = try options.resolve(discovery: discovery)
+            if !json, let note { Terminal.note(note) }
             targets.append(.kernel(kernel))
         }
         return targets
@@ -179,7 +185,7 @@ struct BuildCommand: AsyncParsableCommand {
         for r in results {
             let kernel = r.label == r.release ? r.release : "\(r.release) (\(r.kernelOutputDirectory))"
             if r.modules.isEmpty {
-                rows.append([kernel, "-", "failed", "-", r.reason ?? ""])
+                rows.append([kernel, "-", "failed", "-", r.reason?.message ?? ""])
                 continue
             }
             for m in r.modules {
@@ -199,7 +205,12 @@ struct BuildCommand: AsyncParsableCommand {
         }
         for r in results where !r.succeeded {
             Terminal.out("")
-            Terminal.out(Terminal.styled("\(r.label): \(r.reason ?? "failed")", .bold))
+            if var reason = r.reason {
+                reason.message = "\(r.label): \(reason.message)"
+                Terminal.report(reason)
+            } else {
+                Terminal.out(Terminal.styled("\(r.label): failed", .bold))
+            }
             if let f = r.failure {
                 if let file = f.file { Terminal.out("  failing file: \(file)\(f.line.map { ":\($0)" } ?? "")") }
                 if let from = f.includedFrom { Terminal.out("  included from: \(from)") }

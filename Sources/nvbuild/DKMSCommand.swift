@@ -65,9 +65,18 @@ struct DKMSPackageCommand: AsyncParsableCommand {
             try Terminal.json(Report(directory: result.directory, dkmsConf: result.confPath, tarball: result.tarball, modules: driverTree.moduleNames, findings: result.findings))
             return
         }
-        for f in result.findings { Terminal.warning(f.description) }
+        for f in result.findings { Terminal.report(f.reported) }
         Terminal.out("wrote \(result.directory) (\(driverTree.modules.count) module\(driverTree.modules.count == 1 ? "" : "s"): \(driverTree.moduleNames.joined(separator: ", ")))")
         if let t = result.tarball { Terminal.out("wrote \(t)") }
+    }
+}
+
+extension LintFinding {
+    /// The finding as the terminal shows it: its diagnostic, with the rule named after the message.
+    var reported: Diagnostic {
+        var d = diagnostic
+        d.message += " [\(rule)]"
+        return d
     }
 }
 
@@ -104,11 +113,7 @@ struct DKMSLintCommand: AsyncParsableCommand {
         if json {
             try Terminal.json(all)
         } else {
-            for f in all {
-                let label = f.severity == .error ? Terminal.styled("error:", .red) : Terminal.styled("warning:", .yellow)
-                Terminal.out("\(f.file):\(f.line): \(label) \(f.message) [\(f.rule)]")
-                Terminal.out("  fix: \(f.fix)")
-            }
+            for f in all { Terminal.report(f.reported) }
         }
         let failing = all.filter { strict || $0.severity == .error }
         if !failing.isEmpty { throw ExitCode(1) }
