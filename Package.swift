@@ -49,7 +49,10 @@ let package = Package(
             dependencies: [
                 "NVBuildSupport", "SourceTree",
                 .product(name: "Mustache", package: "swift-mustache"),
-            ]
+            ],
+            // Compiled into the binary rather than a resource bundle beside it: an
+            // installed nvbuild is one file, and a missing bundle would stop Bundle.module.
+            resources: [.embedInCode("Templates/dkms.conf.mustache")]
         ),
         .executableTarget(
             name: "nvbuild",

@@ -40,10 +40,13 @@ public struct DKMSPackageSpec: Sendable, Equatable {
 }
 
 public enum DKMSPackager {
-    /// Renders dkms.conf from a Mustache template (the bundled copy of
-    /// Templates/dkms.conf.mustache unless `template` is given).
+    /// The package's dkms.conf template (Templates/dkms.conf.mustache, a package resource).
+    public static var bundledTemplate: String { String(decoding: PackageResources.dkms_conf_mustache, as: UTF8.self) }
+
+    /// Renders dkms.conf from a Mustache template (the bundled Templates/dkms.conf.mustache
+    /// unless `template` is given).
     public static func renderConf(_ spec: DKMSPackageSpec, template: String? = nil, generator: String = "") throws -> String {
-        let text = template ?? BundledTemplates.dkmsConf
+        let text = template ?? bundledTemplate
         let compiled: MustacheTemplate
         do {
             compiled = try MustacheTemplate(string: text)
