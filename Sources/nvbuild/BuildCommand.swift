@@ -14,7 +14,10 @@ struct BuildCommand: AsyncParsableCommand {
             kernel source and output trees, CC from the kernel's CONFIG_CC_VERSION_TEXT, ARCH, \
             and for NVIDIA-style trees NV_KERNEL_SOURCES/NV_KERNEL_OUTPUT/NV_KERNEL_MODULES, \
             after running the conftest probe. Each kernel builds in its own copy of the tree, so \
-            builds never share objects and the tree stays clean.
+            builds never share objects and the tree stays clean. The copy leaves out build \
+            products (objects, .ko, .mod, .cmd, Module.symvers, modules.order, conftest/, .git); \
+            a symlink that resolves inside the tree is copied as the file it points to, and a \
+            dangling one, an absolute one or one leaving the tree stops the build before it starts (exit 2).
 
             Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
               BUILD_DIR/<release>/build.log   full make output for that kernel

@@ -20,7 +20,10 @@ struct DKMSPackageCommand: AsyncParsableCommand {
             dkms.conf is rendered from Templates/dkms.conf.mustache (a copy is built in; \
             --template uses another file) with one BUILT_MODULE_NAME/BUILT_MODULE_LOCATION/\
             DEST_MODULE_LOCATION record per module the tree's Kbuild files add to obj-m, \
-            and is linted before anything is written. The output folder appears whole or not at all.
+            and is linted before anything is written. The output folder appears whole or not at all. \
+            The sources are copied as for `nvbuild build`: no build products, symlinks inside the \
+            tree copied as the files they point to, and a dangling, absolute or tree-leaving \
+            symlink refused (exit 2) before anything is written.
 
             Example:
               nvbuild dkms package --tree kernel-open --name nvidia --version 595.45.04 --output /usr/src
