@@ -139,11 +139,8 @@ struct BuildCommand: AsyncParsableCommand {
         let discovery = KernelDiscovery()
         var targets: [Target] = []
         func describe(_ label: String, _ output: String, release: String? = nil, source: String? = nil, outputDirectory: String? = nil) {
-            var options = KernelOptions()
-            options.release = release
-            options.sourceDirectory = source
-            options.outputDirectory = outputDirectory
             do {
+                let options = Self.kernelOptions(release: release, source: source, output: outputDirectory)
                 targets.append(.kernel(try options.resolve(discovery: discovery).0))
             } catch let error as UserError {
                 targets.append(.failed(label: label, output: output, reason: .error(error.message)))
@@ -174,13 +171,21 @@ struct BuildCommand: AsyncParsableCommand {
             }
         }
         if targets.isEmpty {
-            var options = KernelOptions()
-            (options.release, options.sourceDirectory, options.outputDirectory) = (nil, nil, nil)
-            let (kernel, note) = try options.resolve(discovery: discovery)
+            let (kernel, note) = try Self.kernelOptions().resolve(discovery: discovery)
             if !json, let note { Terminal.note(note) }
             targets.append(.kernel(kernel))
         }
         return targets
+    }
+
+    /// One kernel's options as if given on the command line (every field set: an
+    /// unparsed option has no value to read).
+    static func kernelOptions(release: String? = nil, source: String? = nil, output: String? = nil) -> KernelOptions {
+        var options = KernelOptions()
+        options.release = release
+        options.sourceDirectory = source
+        options.outputDirectory = output
+        return options
     }
 
     private func printTable(_ results: [KernelBuildResult]) {
