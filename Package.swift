@@ -41,18 +41,23 @@ let package = Package(
         ),
         .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "CElf", "CLzma", "CZstd", "CZlib"]),
         .target(name: "ModuleGraph", dependencies: ["NVBuildSupport", "KernelTree", "ModuleELF", "CKmod"]),
-        .target(name: "Kbuild", dependencies: ["NVBuildSupport", "KernelTree", "Conftest", "ModuleELF"]),
+        // A driver tree as files: what its Kbuild files declare, and the one way to copy it.
+        .target(name: "SourceTree", dependencies: ["NVBuildSupport"]),
+        .target(name: "Kbuild", dependencies: ["NVBuildSupport", "SourceTree", "KernelTree", "ModuleELF"]),
         .target(
             name: "DKMS",
             dependencies: [
-                "NVBuildSupport", "Kbuild",
+                "NVBuildSupport", "SourceTree",
                 .product(name: "Mustache", package: "swift-mustache"),
-            ]
+            ],
+            // Compiled into the binary rather than a resource bundle beside it: an
+            // installed nvbuild is one file, and a missing bundle would stop Bundle.module.
+            resources: [.embedInCode("Templates/dkms.conf.mustache")]
         ),
         .executableTarget(
             name: "nvbuild",
             dependencies: [
-                "NVBuildSupport", "KernelTree", "Conftest", "Kbuild", "ModuleELF", "ModuleGraph", "DKMS",
+                "NVBuildSupport", "KernelTree", "Conftest", "SourceTree", "Kbuild", "ModuleELF", "ModuleGraph", "DKMS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,8 +69,8 @@ let package = Package(
         .testTarget(name: "ConftestTests", dependencies: ["TestSupport", "Conftest", "KernelTree"]),
         .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "ModuleELF"]),
         .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "KernelTree", "CKmod"]),
-        .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "DKMS", "Kbuild"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport", "nvbuild"]),
+        .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "SourceTree", "DKMS", "Kbuild"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "nvbuild"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,24 +1,54 @@
 import Foundation
 import NVBuildSupport
 
-/// One problem found in a dkms.conf, with where it is and how to fix it.
+/// One problem found in a dkms.conf: the project's `Diagnostic` (severity,
+/// file:line, message, and the fix as its remedy) under a stable rule name.
 public struct LintFinding: Sendable, Equatable, Codable, CustomStringConvertible {
-    public enum Severity: String, Sendable, Codable { case warning, error }
+    public typealias Severity = Diagnostic.Severity
 
-    public var severity: Severity
     /// A short stable name for the rule (`command-substitution`, `index-gap`, ...).
     public var rule: String
-    public var file: String
-    public var line: Int
-    public var message: String
-    public var fix: String
+    public var diagnostic: Diagnostic
+
+    public init(rule: String, diagnostic: Diagnostic) {
+        self.rule = rule
+        self.diagnostic = diagnostic
+    }
+
+    public var severity: Severity { diagnostic.severity }
+    public var file: String { diagnostic.file ?? "" }
+    public var line: Int { diagnostic.line ?? 1 }
+    public var message: String { diagnostic.message }
+    public var fix: String { diagnostic.remedy ?? "" }
 
     public var description: String {
         "\(file):\(line): \(severity.rawValue): \(message) [\(rule)]\n  fix: \(fix)"
     }
 
-    public var diagnostic: Diagnostic {
-        Diagnostic(severity == .error ? .error : .warning, "\(message) (fix: \(fix))", file: file, line: line)
+    // JSON: the diagnostic's fields and the rule side by side, as one flat object;
+    // `fix` is the remedy under the name `dkms lint --json` used before, kept for readers of it.
+    private enum CodingKeys: String, CodingKey { case rule, severity, message, file, line, remedy, fix }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let remedy = try c.decodeIfPresent(String.self, forKey: .remedy) ?? c.decodeIfPresent(String.self, forKey: .fix)
+        self.init(
+            rule: try c.decode(String.self, forKey: .rule),
+            diagnostic: Diagnostic(
+                try c.decode(Severity.self, forKey: .severity), try c.decode(String.self, forKey: .message),
+                file: try c.decodeIfPresent(String.self, forKey: .file), line: try c.decodeIfPresent(Int.self, forKey: .line),
+                remedy: remedy))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(rule, forKey: .rule)
+        try c.encode(diagnostic.severity, forKey: .severity)
+        try c.encode(diagnostic.message, forKey: .message)
+        try c.encode(file, forKey: .file)
+        try c.encode(line, forKey: .line)
+        try c.encodeIfPresent(diagnostic.remedy, forKey: .remedy)
+        try c.encode(fix, forKey: .fix)
     }
 }
 
@@ -59,7 +89,7 @@ public enum DKMSLinter {
     public static func lint(_ conf: DKMSConf) -> [LintFinding] {
         var findings: [LintFinding] = []
         func add(_ severity: LintFinding.Severity, _ rule: String, _ line: Int, _ message: String, _ fix: String) {
-            findings.append(LintFinding(severity: severity, rule: rule, file: conf.path, line: line, message: message, fix: fix))
+            findings.append(LintFinding(rule: rule, diagnostic: Diagnostic(severity, message, file: conf.path, line: line, remedy: fix)))
         }
 
         for e in conf.syntaxErrors {

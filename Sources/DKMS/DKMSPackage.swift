@@ -1,7 +1,7 @@
 import Foundation
-import Kbuild
 import Mustache
 import NVBuildSupport
+import SourceTree
 
 /// What goes into a generated dkms.conf.
 public struct DKMSPackageSpec: Sendable, Equatable {
@@ -40,10 +40,13 @@ public struct DKMSPackageSpec: Sendable, Equatable {
 }
 
 public enum DKMSPackager {
-    /// Renders dkms.conf from a Mustache template (the bundled copy of
-    /// Templates/dkms.conf.mustache unless `template` is given).
+    /// The package's dkms.conf template (Templates/dkms.conf.mustache, a package resource).
+    public static var bundledTemplate: String { String(decoding: PackageResources.dkms_conf_mustache, as: UTF8.self) }
+
+    /// Renders dkms.conf from a Mustache template (the bundled Templates/dkms.conf.mustache
+    /// unless `template` is given).
     public static func renderConf(_ spec: DKMSPackageSpec, template: String? = nil, generator: String = "") throws -> String {
-        let text = template ?? BundledTemplates.dkmsConf
+        let text = template ?? bundledTemplate
         let compiled: MustacheTemplate
         do {
             compiled = try MustacheTemplate(string: text)
@@ -82,12 +85,15 @@ public enum DKMSPackager {
         if findings.contains(where: { $0.severity == .error }) {
             throw UserError(.failed, "the rendered dkms.conf fails its lint, so nothing was written:\n" + findings.map(\.description).joined(separator: "\n"))
         }
+        // The tree's own dkms.conf is replaced by the rendered one. Scanned before
+        // anything is written, so a refused symlink leaves no output folder.
+        let sources = try TreeMirror(scanning: tree.path, excludingTopLevel: ["dkms.conf"])
         let fm = FileManager.default
         try fm.createDirectory(atPath: outputRoot, withIntermediateDirectories: true)
         let staging = "\(outputRoot)/.\(spec.name)-\(spec.version).tmp-\(getpid())"
         try? fm.removeItem(atPath: staging)
         defer { try? fm.removeItem(atPath: staging) }
-        try copySources(from: tree.path, to: staging)
+        try sources.write(to: staging, method: .copy)
         try AtomicFile.write(conf, to: "\(staging)/dkms.conf")
 
         var tarballPath: String?
@@ -105,35 +111,6 @@ public enum DKMSPackager {
         return Output(directory: final, confPath: "\(final)/dkms.conf", tarball: tarballPath, findings: findings)
     }
 
-    /// Copies the tree without build products, nvbuild's folders or a shipped dkms.conf.
-    static func copySources(from source: String, to destination: String) throws {
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: destination, withIntermediateDirectories: true)
-        try copyDirectory(source, destination, atTop: true)
-    }
-
-    private static func copyDirectory(_ source: String, _ destination: String, atTop: Bool) throws {
-        let fm = FileManager.default
-        for name in try fm.contentsOfDirectory(atPath: source) {
-            let from = "\(source)/\(name)", to = "\(destination)/\(name)"
-            var st = stat()
-            guard lstat(from, &st) == 0 else { continue }
-            let type = st.st_mode & S_IFMT
-            if type == S_IFDIR {
-                if [".nvbuild", ".git", ".tmp_versions"].contains(name) || (atTop && name == "conftest") { continue }
-                try fm.createDirectory(atPath: to, withIntermediateDirectories: false)
-                try copyDirectory(from, to, atTop: false)
-            } else if type == S_IFLNK {
-                try fm.createSymbolicLink(atPath: to, withDestinationPath: try fm.destinationOfSymbolicLink(atPath: from))
-            } else if type == S_IFREG {
-                if atTop && name == "dkms.conf" { continue }
-                if name.hasPrefix(".") && name.hasSuffix(".cmd") { continue }
-                if [".o", ".ko", ".mod", ".mod.c", ".mod.o", ".order", ".symvers"].contains(where: { name.hasSuffix($0) }) { continue }
-                try fm.copyItem(atPath: from, toPath: to)
-            }
-        }
-    }
-
     /// `tar` writes the archive to a temporary name that is renamed into place.
     static func writeTarball(sourceDirectory: String, to path: String) async throws -> String {
         let target = URL(fileURLWithPath: path).standardizedFileURL.path
@@ -144,7 +121,7 @@ public enum DKMSPackager {
         try? fm.removeItem(atPath: stage)
         defer { try? fm.removeItem(atPath: stage) }
         try fm.createDirectory(atPath: stage, withIntermediateDirectories: true)
-        try copySources(from: sourceDirectory, to: "\(stage)/dkms_source_tree")
+        try TreeMirror(scanning: sourceDirectory, excludingTopLevel: ["dkms.conf"]).write(to: "\(stage)/dkms_source_tree", method: .copy)
         // mktarball also writes dkms_main_tree/ (prebuilt modules); ldtarball accepts it empty.
         try fm.createDirectory(atPath: "\(stage)/dkms_main_tree", withIntermediateDirectories: true)
         try fm.copyItem(atPath: "\(sourceDirectory)/dkms.conf", toPath: "\(stage)/dkms_source_tree/dkms.conf")

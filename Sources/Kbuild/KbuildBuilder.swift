@@ -1,6 +1,7 @@
 import Foundation
 import KernelTree
 import NVBuildSupport
+import SourceTree
 
 /// What to build, for which kernel, and where.
 public struct BuildRequest: Sendable {
@@ -51,15 +52,15 @@ public struct KernelBuildResult: Sendable, Codable {
     public var release: String
     public var kernelOutputDirectory: String
     public var succeeded: Bool
-    /// One sentence when the build failed before or outside the compiler.
-    public var reason: String?
+    /// Why the build failed: one message, with the failing file:line when the compiler named one.
+    public var reason: Diagnostic?
     public var failure: BuildFailure?
     public var logPath: String?
     public var command: String?
     public var modules: [ModuleResult]
     public var seconds: Double
 
-    public static func failed(label: String, release: String, output: String, reason: String, logPath: String? = nil) -> KernelBuildResult {
+    public static func failed(label: String, release: String, output: String, reason: Diagnostic, logPath: String? = nil) -> KernelBuildResult {
         KernelBuildResult(
             label: label, release: release, kernelOutputDirectory: output, succeeded: false, reason: reason,
             failure: nil, logPath: logPath, command: nil, modules: [], seconds: 0)
@@ -98,31 +99,37 @@ public struct KbuildBuilder: Sendable {
     public func build(_ request: BuildRequest) async -> KernelBuildResult {
         let started = Date()
         let kernel = request.kernel
-        func fail(_ reason: String, log: String? = nil) -> KernelBuildResult {
+        func fail(_ reason: Diagnostic, log: String? = nil) -> KernelBuildResult {
             var r = KernelBuildResult.failed(label: request.label, release: kernel.release, output: kernel.outputDirectory, reason: reason, logPath: log)
             r.seconds = Date().timeIntervalSince(started)
             return r
         }
         if let missing = Self.missingKernelFile(kernel) {
-            return fail("kernel tree \(kernel.outputDirectory) is incomplete: \(missing) is missing; reinstall its headers (apt-get install --reinstall linux-headers-\(kernel.release)) or point --kernel-output at a complete tree")
+            return fail(.error(
+                "kernel tree \(kernel.outputDirectory) is incomplete: \(missing) is missing",
+                remedy: "reinstall its headers (apt-get install --reinstall linux-headers-\(kernel.release)) or point --kernel-output at a complete tree"))
         }
         progress?(BuildProgress(label: request.label, phase: .preparing, compiledObjects: 0, lastItem: nil))
         do {
+            // Scanned before anything is written: a refused symlink leaves no build folder behind.
+            let mirror = try TreeMirror(scanning: request.tree.path)
             try FileManager.default.createDirectory(atPath: request.directory, withIntermediateDirectories: true)
-            try TreeMirror.sync(from: request.tree.path, to: request.buildTree)
+            try mirror.write(to: request.buildTree, method: .syncLinking)
             for module in request.selectedModules {
                 unlink("\(request.buildTree)/\(module.relativeObjectPath)")
             }
+        } catch let error as UserError {
+            return fail(.error(error.message))
         } catch {
-            return fail("cannot prepare the build folder \(request.buildTree): \(error)")
+            return fail(.error("cannot prepare the build folder \(request.buildTree): \(error)"))
         }
         if request.tree.requestsConftest, let prepare {
             do {
                 try await prepare(kernel, request.buildTree)
             } catch let error as UserError {
-                return fail("probe failed: \(error.message)")
+                return fail(.error("probe failed: \(error.message)"))
             } catch {
-                return fail("probe failed: \(error)")
+                return fail(.error("probe failed: \(error)"))
             }
         }
         let invocation = KbuildInvocation.modules(
@@ -133,7 +140,7 @@ public struct KbuildBuilder: Sendable {
         do {
             status = try await runLogged(invocation, logPath: request.logPath, label: request.label)
         } catch {
-            return fail("could not run make: \(error)", log: request.logPath)
+            return fail(.error("could not run make: \(error)"), log: request.logPath)
         }
         var modules: [ModuleResult] = []
         for spec in request.selectedModules {
@@ -159,13 +166,14 @@ public struct KbuildBuilder: Sendable {
                 failure = f
             }
             result.failure = failure
-            result.reason = "make exited with status \(status)"
+            var message = "make exited with status \(status)"
             if let file = failure?.file, failure?.includedFrom == nil, !file.hasPrefix(request.tree.path + "/") {
-                result.reason! += "; the first error is in a file outside the driver tree (\(file)), so the kernel tree \(kernel.outputDirectory) looks broken or incomplete"
+                message += "; the first error is in a file outside the driver tree (\(file)), so the kernel tree \(kernel.outputDirectory) looks broken or incomplete"
             }
+            result.reason = .error(message, file: failure?.file, line: failure?.line)
         } else if !result.succeeded {
             let missing = modules.filter { !$0.built }.map(\.name)
-            result.reason = "make succeeded but did not produce \(missing.map { "\($0).ko" }.joined(separator: ", "))"
+            result.reason = .error("make succeeded but did not produce \(missing.map { "\($0).ko" }.joined(separator: ", "))")
         }
         return result
     }
@@ -182,8 +190,8 @@ public struct KbuildBuilder: Sendable {
         return nil
     }
 
-    /// Runs make with stdout and stderr going to the log file, reporting progress
-    /// by reading the log as it grows.
+    /// Runs make through ProcessRunner with its output (stdout and stderr together)
+    /// appended to the log as it arrives, and progress read from the same bytes.
     private func runLogged(_ invocation: KbuildInvocation, logPath: String, label: String) async throws -> Int32 {
         guard FileManager.default.createFile(atPath: logPath, contents: Data("# \(invocation.commandLine)\n".utf8)) else {
             throw UserError(.environment, "\(logPath): cannot create the build log")
@@ -193,66 +201,46 @@ public struct KbuildBuilder: Sendable {
         }
         log.seekToEndOfFile()
         defer { try? log.close() }
-        guard let make = ProcessRunner.lookup(invocation.arguments[0]) else {
+        guard ProcessRunner.lookup(invocation.arguments[0]) != nil else {
             throw UserError(.environment, "make: not found in PATH; install it (apt-get install make)")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: make)
-        process.arguments = Array(invocation.arguments.dropFirst())
-        process.currentDirectoryURL = URL(fileURLWithPath: invocation.workingDirectory)
-        process.standardOutput = log
-        process.standardError = log
-        process.standardInput = FileHandle.nullDevice
-        let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-            process.terminationHandler = { p in continuation.resume(returning: p.terminationStatus) }
-            do {
-                try process.run()
-            } catch {
-                process.terminationHandler = nil
-                continuation.resume(throwing: error)
-            }
-            if let progress = self.progress {
-                Self.watch(logPath: logPath, label: label, process: process, progress: progress)
-            }
-        }
-        return status
-    }
-
-    private static func watch(logPath: String, label: String, process: Process, progress: @escaping @Sendable (BuildProgress) -> Void) {
-        let box = ProcessBox(process)
-        Thread.detachNewThread {
-            guard let reader = FileHandle(forReadingAtPath: logPath) else { return }
-            var compiled = 0
-            var pending = ""
-            while box.process.isRunning {
-                Thread.sleep(forTimeInterval: 0.25)
-                let data = reader.readDataToEndOfFile()
-                guard !data.isEmpty else { continue }
-                pending += String(decoding: data, as: UTF8.self)
-                var lines = pending.split(separator: "\n", omittingEmptySubsequences: false)
-                pending = String(lines.removeLast())
-                var last: String?
-                var phase = BuildProgress.Phase.compiling
-                for line in lines {
-                    let t = line.trimmingCharacters(in: .whitespaces)
-                    if t.hasPrefix("CC [M]") || t.hasPrefix("CC ") {
-                        compiled += 1
-                        last = String(t.split(separator: " ").last ?? "")
-                    } else if t.hasPrefix("LD [M]") || t.hasPrefix("MODPOST") {
-                        phase = .linking
-                        last = String(t.split(separator: " ").last ?? "")
-                    }
-                }
-                if let last {
-                    progress(BuildProgress(label: label, phase: phase, compiledObjects: compiled, lastItem: URL(fileURLWithPath: last).lastPathComponent))
-                }
-            }
-            try? reader.close()
+        var watcher = ProgressWatcher(label: label)
+        let progress = self.progress
+        return try await ProcessRunner().stream(invocation.arguments, workingDirectory: invocation.workingDirectory) { chunk in
+            // A full disk must not stop make half-way; the log is then short, as it was with make writing it.
+            try? log.write(contentsOf: chunk)
+            if let progress, let report = watcher.consume(chunk) { progress(report) }
         }
     }
 }
 
-private final class ProcessBox: @unchecked Sendable {
-    let process: Process
-    init(_ process: Process) { self.process = process }
+/// Follows make's output line by line: objects compiled, then linking.
+private struct ProgressWatcher {
+    let label: String
+    var compiled = 0
+    var pending: [UInt8] = []
+
+    init(label: String) { self.label = label }
+
+    /// The progress after these bytes, when a line in them moved it.
+    mutating func consume(_ chunk: [UInt8]) -> BuildProgress? {
+        pending += chunk
+        guard let lastNewline = pending.lastIndex(of: UInt8(ascii: "\n")) else { return nil }
+        let complete = pending[..<lastNewline]
+        pending.removeSubrange(...lastNewline)
+        var last: String?
+        var phase = BuildProgress.Phase.compiling
+        for line in complete.split(separator: UInt8(ascii: "\n")) {
+            let t = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            if t.hasPrefix("CC [M]") || t.hasPrefix("CC ") {
+                compiled += 1
+                last = String(t.split(separator: " ").last ?? "")
+            } else if t.hasPrefix("LD [M]") || t.hasPrefix("MODPOST") {
+                phase = .linking
+                last = String(t.split(separator: " ").last ?? "")
+            }
+        }
+        guard let last else { return nil }
+        return BuildProgress(label: label, phase: phase, compiledObjects: compiled, lastItem: URL(fileURLWithPath: last).lastPathComponent)
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import KernelTree
+import SourceTree
 
 /// The `make` command line that builds a driver tree's modules for one kernel,
 /// computed as data so it can be checked before anything runs.

@@ -62,24 +62,7 @@ public struct ProcessRunner: Sendable {
         extraEnvironment: [String: String] = [:],
         standardOutputPath: String? = nil
     ) async throws -> ProcessOutput {
-        precondition(!arguments.isEmpty, "empty command line")
-        let executable: Executable =
-            arguments[0].contains("/") ? .path(FilePath(arguments[0])) : .name(arguments[0])
-        if !arguments[0].contains("/"), ProcessRunner.lookup(arguments[0], environment: environment) == nil {
-            throw ProcessRunnerError.executableNotFound(arguments[0])
-        }
-        var env: Environment
-        if let environment {
-            var merged = environment
-            for (k, v) in extraEnvironment { merged[k] = v }
-            env = .custom(Dictionary(uniqueKeysWithValues: merged.map { (Environment.Key(rawValue: $0.key)!, $0.value) }))
-        } else {
-            env = .inherit
-            if !extraEnvironment.isEmpty {
-                env = .inherit.updating(
-                    Dictionary(uniqueKeysWithValues: extraEnvironment.map { (Environment.Key(rawValue: $0.key)!, Optional($0.value)) }))
-            }
-        }
+        let (executable, env) = try prepare(arguments, extraEnvironment: extraEnvironment)
         let directory = workingDirectory.map { FilePath($0) }
         do {
             let status: TerminationStatus
@@ -98,15 +81,68 @@ public struct ProcessRunner: Sendable {
                     input: .none, output: .string(limit: outputLimit), error: .string(limit: outputLimit))
                 (status, standardOutput, standardError) = (result.terminationStatus, result.standardOutput, result.standardError)
             }
-            let code: Int32
-            switch status {
-            case .exited(let c): code = Int32(c)
-            case .signaled(let signal): code = 128 + Int32(signal)
-            }
-            return ProcessOutput(arguments: arguments, exitStatus: code, standardOutput: standardOutput, standardError: standardError)
+            return ProcessOutput(arguments: arguments, exitStatus: Self.code(status), standardOutput: standardOutput, standardError: standardError)
         } catch {
             throw ProcessRunnerError.launchFailed(arguments[0], "\(error)")
         }
+    }
+
+    /// Runs a command with standard error merged into standard output (as `2>&1`
+    /// would) and hands the bytes to `onOutput` as they arrive, so a caller can
+    /// write a log and follow progress while the command runs (make). Standard
+    /// input is /dev/null. Returns the exit status, 128 + the signal when killed.
+    public func stream(
+        _ arguments: [String],
+        workingDirectory: String? = nil,
+        extraEnvironment: [String: String] = [:],
+        onOutput: ([UInt8]) async -> Void
+    ) async throws -> Int32 {
+        let (executable, env) = try prepare(arguments, extraEnvironment: extraEnvironment)
+        let status: TerminationStatus
+        do {
+            status = try await Subprocess.run(
+                executable, arguments: Arguments(Array(arguments.dropFirst())), environment: env,
+                workingDirectory: workingDirectory.map { FilePath($0) },
+                input: .none, output: .sequence, error: .combinedWithOutput
+            ) { execution in
+                for try await chunk in execution.standardOutput {
+                    await onOutput(chunk.withUnsafeBytes { Array($0) })
+                }
+            }.terminationStatus
+        } catch {
+            throw ProcessRunnerError.launchFailed(arguments[0], "\(error)")
+        }
+        return Self.code(status)
+    }
+
+    private static func code(_ status: TerminationStatus) -> Int32 {
+        switch status {
+        case .exited(let c): return Int32(c)
+        case .signaled(let signal): return 128 + Int32(signal)
+        }
+    }
+
+    /// The executable (checked to exist when named through PATH) and the environment to give it.
+    private func prepare(_ arguments: [String], extraEnvironment: [String: String]) throws -> (Executable, Environment) {
+        precondition(!arguments.isEmpty, "empty command line")
+        let executable: Executable =
+            arguments[0].contains("/") ? .path(FilePath(arguments[0])) : .name(arguments[0])
+        if !arguments[0].contains("/"), ProcessRunner.lookup(arguments[0], environment: environment) == nil {
+            throw ProcessRunnerError.executableNotFound(arguments[0])
+        }
+        var env: Environment
+        if let environment {
+            var merged = environment
+            for (k, v) in extraEnvironment { merged[k] = v }
+            env = .custom(Dictionary(uniqueKeysWithValues: merged.map { (Environment.Key(rawValue: $0.key)!, $0.value) }))
+        } else {
+            env = .inherit
+            if !extraEnvironment.isEmpty {
+                env = .inherit.updating(
+                    Dictionary(uniqueKeysWithValues: extraEnvironment.map { (Environment.Key(rawValue: $0.key)!, Optional($0.value)) }))
+            }
+        }
+        return (executable, env)
     }
 
     /// Finds an executable by name in PATH, like the shell would.

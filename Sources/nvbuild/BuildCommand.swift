@@ -3,6 +3,7 @@ import Foundation
 import Kbuild
 import KernelTree
 import NVBuildSupport
+import SourceTree
 
 struct BuildCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -13,7 +14,10 @@ struct BuildCommand: AsyncParsableCommand {
             kernel source and output trees, CC from the kernel's CONFIG_CC_VERSION_TEXT, ARCH, \
             and for NVIDIA-style trees NV_KERNEL_SOURCES/NV_KERNEL_OUTPUT/NV_KERNEL_MODULES, \
             after running the conftest probe. Each kernel builds in its own copy of the tree, so \
-            builds never share objects and the tree stays clean.
+            builds never share objects and the tree stays clean. The copy leaves out build \
+            products (objects, .ko, .mod, .cmd, Module.symvers, modules.order, conftest/, .git); \
+            a symlink that resolves inside the tree is copied as the file it points to, and a \
+            dangling one, an absolute one or one leaving the tree stops the build before it starts (exit 2).
 
             Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
               BUILD_DIR/<release>/build.log   full make output for that kernel
@@ -60,6 +64,9 @@ struct BuildCommand: AsyncParsableCommand {
                 throw UserError(.usage, "--modules needs a tree whose Makefile selects modules (NV_KERNEL_MODULES); \(driverTree.path) builds every obj-m module together")
             }
         }
+        // The per-kernel copies refuse the same links; checking once here makes a tree
+        // that cannot be copied a usage error (exit 2) before any kernel is tried.
+        _ = try TreeMirror(scanning: driverTree.path)
         let targets = try resolveTargets()
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"
@@ -84,7 +91,7 @@ struct BuildCommand: AsyncParsableCommand {
                 }
                 usedLabels.insert(label)
                 if !json, !kernel.compilerInstalled, compiler == nil, let c = kernel.compiler {
-                    Terminal.warning("\(kernel.release) was built with \(c), which is not installed; Kbuild falls back to its default compiler")
+                    Terminal.report(.warning("\(kernel.release) was built with \(c), which is not installed; Kbuild falls back to its default compiler"))
                 }
                 let request = BuildRequest(
                     tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: jobCount,
@@ -122,20 +129,23 @@ struct BuildCommand: AsyncParsableCommand {
 
     enum Target {
         case kernel(KernelTarget)
-        case failed(label: String, output: String, reason: String)
+        case failed(label: String, output: String, reason: Diagnostic)
     }
 
     /// Every kernel asked for; a tree that cannot even be described becomes a failed row.
+    /// Each named kernel is resolved as every other command resolves its one kernel
+    /// (KernelOptions); only `all` and the repeated options are this command's own.
     private func resolveTargets() throws -> [Target] {
         let discovery = KernelDiscovery()
         var targets: [Target] = []
-        func describe(_ label: String, _ output: String, _ body: () throws -> KernelTarget) {
+        func describe(_ label: String, _ output: String, release: String? = nil, source: String? = nil, outputDirectory: String? = nil) {
             do {
-                targets.append(.kernel(try body()))
+                let options = Self.kernelOptions(release: release, source: source, output: outputDirectory)
+                targets.append(.kernel(try options.resolve(discovery: discovery).0))
             } catch let error as UserError {
-                targets.append(.failed(label: label, output: output, reason: error.message))
+                targets.append(.failed(label: label, output: output, reason: .error(error.message)))
             } catch {
-                targets.append(.failed(label: label, output: output, reason: "\(error)"))
+                targets.append(.failed(label: label, output: output, reason: .error("\(error)")))
             }
         }
         for release in releases {
@@ -146,7 +156,7 @@ struct BuildCommand: AsyncParsableCommand {
                 }
                 targets += installed.map { .kernel($0) }
             } else {
-                describe(release, "/lib/modules/\(release)/build") { try discovery.kernel(release: release) }
+                describe(release, "/lib/modules/\(release)/build", release: release)
             }
         }
         if let sourceDirectory {
@@ -154,20 +164,28 @@ struct BuildCommand: AsyncParsableCommand {
                 throw UserError(.usage, "--kernel-source pairs with one --kernel-output; build several output trees without --kernel-source")
             }
             let output = outputDirectories.first
-            describe(output ?? sourceDirectory, output ?? sourceDirectory) {
-                try discovery.kernel(sourceDirectory: sourceDirectory, outputDirectory: output)
-            }
+            describe(output ?? sourceDirectory, output ?? sourceDirectory, source: sourceDirectory, outputDirectory: output)
         } else {
             for output in outputDirectories {
-                describe(output, output) { try discovery.kernel(sourceDirectory: output, outputDirectory: output) }
+                describe(output, output, outputDirectory: output)
             }
         }
         if targets.isEmpty {
-            let (kernel, reason) = try discovery.defaultKernel()
-            if !json { Terminal.note("using kernel \(kernel.release): \(reason)") }
+            let (kernel, note) = try Self.kernelOptions().resolve(discovery: discovery)
+            if !json, let note { Terminal.note(note) }
             targets.append(.kernel(kernel))
         }
         return targets
+    }
+
+    /// One kernel's options as if given on the command line (every field set: an
+    /// unparsed option has no value to read).
+    static func kernelOptions(release: String? = nil, source: String? = nil, output: String? = nil) -> KernelOptions {
+        var options = KernelOptions()
+        options.release = release
+        options.sourceDirectory = source
+        options.outputDirectory = output
+        return options
     }
 
     private func printTable(_ results: [KernelBuildResult]) {
@@ -175,7 +193,7 @@ struct BuildCommand: AsyncParsableCommand {
         for r in results {
             let kernel = r.label == r.release ? r.release : "\(r.release) (\(r.kernelOutputDirectory))"
             if r.modules.isEmpty {
-                rows.append([kernel, "-", "failed", "-", r.reason ?? ""])
+                rows.append([kernel, "-", "failed", "-", r.reason?.message ?? ""])
                 continue
             }
             for m in r.modules {
@@ -195,7 +213,12 @@ struct BuildCommand: AsyncParsableCommand {
         }
         for r in results where !r.succeeded {
             Terminal.out("")
-            Terminal.out(Terminal.styled("\(r.label): \(r.reason ?? "failed")", .bold))
+            if var reason = r.reason {
+                reason.message = "\(r.label): \(reason.message)"
+                Terminal.report(reason)
+            } else {
+                Terminal.out(Terminal.styled("\(r.label): failed", .bold))
+            }
             if let f = r.failure {
                 if let file = f.file { Terminal.out("  failing file: \(file)\(f.line.map { ":\($0)" } ?? "")") }
                 if let from = f.includedFrom { Terminal.out("  included from: \(from)") }

@@ -3,6 +3,7 @@ import Foundation
 import Kbuild
 import KernelTree
 import NVBuildSupport
+import SourceTree
 
 /// Wires `nvbuild build` to the probe: NVIDIA-style trees get their conftest/
 /// from `nvbuild probe` (with its cache) before make runs, and a compile error

@@ -1,8 +1,8 @@
 import ArgumentParser
 import DKMS
 import Foundation
-import Kbuild
 import NVBuildSupport
+import SourceTree
 
 struct DKMSCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,7 +20,10 @@ struct DKMSPackageCommand: AsyncParsableCommand {
             dkms.conf is rendered from Templates/dkms.conf.mustache (a copy is built in; \
             --template uses another file) with one BUILT_MODULE_NAME/BUILT_MODULE_LOCATION/\
             DEST_MODULE_LOCATION record per module the tree's Kbuild files add to obj-m, \
-            and is linted before anything is written. The output folder appears whole or not at all.
+            and is linted before anything is written. The output folder appears whole or not at all. \
+            The sources are copied as for `nvbuild build`: no build products, symlinks inside the \
+            tree copied as the files they point to, and a dangling, absolute or tree-leaving \
+            symlink refused (exit 2) before anything is written.
 
             Example:
               nvbuild dkms package --tree kernel-open --name nvidia --version 595.45.04 --output /usr/src
@@ -65,9 +68,18 @@ struct DKMSPackageCommand: AsyncParsableCommand {
             try Terminal.json(Report(directory: result.directory, dkmsConf: result.confPath, tarball: result.tarball, modules: driverTree.moduleNames, findings: result.findings))
             return
         }
-        for f in result.findings { Terminal.warning(f.description) }
+        for f in result.findings { Terminal.report(f.reported) }
         Terminal.out("wrote \(result.directory) (\(driverTree.modules.count) module\(driverTree.modules.count == 1 ? "" : "s"): \(driverTree.moduleNames.joined(separator: ", ")))")
         if let t = result.tarball { Terminal.out("wrote \(t)") }
+    }
+}
+
+extension LintFinding {
+    /// The finding as the terminal shows it: its diagnostic, with the rule named after the message.
+    var reported: Diagnostic {
+        var d = diagnostic
+        d.message += " [\(rule)]"
+        return d
     }
 }
 
@@ -104,11 +116,7 @@ struct DKMSLintCommand: AsyncParsableCommand {
         if json {
             try Terminal.json(all)
         } else {
-            for f in all {
-                let label = f.severity == .error ? Terminal.styled("error:", .red) : Terminal.styled("warning:", .yellow)
-                Terminal.out("\(f.file):\(f.line): \(label) \(f.message) [\(f.rule)]")
-                Terminal.out("  fix: \(f.fix)")
-            }
+            for f in all { Terminal.report(f.reported) }
         }
         let failing = all.filter { strict || $0.severity == .error }
         if !failing.isEmpty { throw ExitCode(1) }

@@ -1,10 +1,11 @@
 import Foundation
+import NVBuildSupport
 import Testing
 
 /// `nvbuild build` on the NVIDIA-shaped fixture tree: probe first (through the
 /// catalog), then the kernel's own Kbuild, for both standard kernels at once.
 @Suite struct BuildCommandTests {
-    @Test func fixtureTreeBuildsForBothKernelsWithMatchingVermagic() throws {
+    @Test func fixtureTreeBuildsForBothKernelsWithMatchingVermagic() async throws {
         let kernels = [try CLI.standardKernel("6.1."), try CLI.standardKernel("6.12.")]
         let copy = CLI.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: copy) }
@@ -24,19 +25,36 @@ import Testing
                 let vermagic = module["vermagic"] as? String ?? ""
                 #expect(vermagic.hasPrefix(release + " "))
                 // The table's vermagic is the module's own, as modinfo reads it.
-                let modinfo = Process()
-                modinfo.executableURL = URL(fileURLWithPath: "/sbin/modinfo")
-                modinfo.arguments = ["-F", "vermagic", path]
-                let pipe = Pipe()
-                modinfo.standardOutput = pipe
-                try modinfo.run()
-                let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                modinfo.waitUntilExit()
-                #expect(text == vermagic + "\n")
+                let modinfo = try await ProcessRunner().run(["/sbin/modinfo", "-F", "vermagic", path])
+                #expect(modinfo.standardOutput == vermagic + "\n")
                 // The build used conftest/ from the probe.
                 let conftest = URL(fileURLWithPath: path).deletingLastPathComponent().path + "/conftest/functions.h"
                 #expect((try? String(contentsOfFile: conftest, encoding: .utf8))?.contains("\"\(release)\"") == true)
             }
         }
+    }
+
+    /// A link that leaves the tree stops `build` and `dkms package` before anything is
+    /// written, with one line naming the link, its target and the remedy.
+    @Test func linkLeavingTheTreeIsAUsageErrorForBuildAndPackage() throws {
+        let root = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let copy = root + "/kernel-open"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.fixture, toPath: copy)
+        // What NVIDIA's top-level make leaves in kernel-open/: a link into the full tree.
+        try FileManager.default.createSymbolicLink(atPath: copy + "/nvfixture/nv-kernel.o_binary", withDestinationPath: "../../src/nvidia/_out/nv-kernel.o")
+        let link = "\(copy)/nvfixture/nv-kernel.o_binary: symbolic link to ../../src/nvidia/_out/nv-kernel.o"
+
+        let build = try CLI.run(["build", "--tree", copy, "--build-dir", root + "/build"])
+        #expect(build.status == 2, "\(build.stderr)")
+        #expect(build.stderr.hasPrefix("error: \(link), which does not exist"), "\(build.stderr)")
+        #expect(build.stderr.split(separator: "\n").count == 1)
+        #expect(!FileManager.default.fileExists(atPath: root + "/build"))
+
+        let package = try CLI.run(["dkms", "package", "--tree", copy, "--name", "nvfixture", "--version", "1", "--output", root + "/out"])
+        #expect(package.status == 2, "\(package.stderr)")
+        #expect(package.stderr.contains(link), "\(package.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: root + "/out"))
     }
 }

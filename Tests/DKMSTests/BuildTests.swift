@@ -2,6 +2,7 @@ import Foundation
 import Kbuild
 import KernelTree
 import NVBuildSupport
+import SourceTree
 import Testing
 
 @Suite("nvbuild build through Kbuild")
@@ -28,7 +29,7 @@ struct BuildTests {
         let kernel = try KernelDiscovery().kernel(release: release)
         let tree = try DriverTree.load(path: Fixtures.plainModule)
         let result = await KbuildBuilder().build(BuildRequest(tree: tree, kernel: kernel, buildRoot: root, jobs: 2))
-        #expect(result.succeeded, "\(result.reason ?? "") \(result.failure?.errorLines ?? [])")
+        #expect(result.succeeded, "\(result.reason?.description ?? "") \(result.failure?.errorLines ?? [])")
         let module = try #require(result.modules.first)
         #expect(module.name == "nvbuild_plain" && module.built)
         #expect(module.path == "\(root)/\(release)/tree/nvbuild_plain.ko")
@@ -55,6 +56,9 @@ struct BuildTests {
         #expect(failure.errorLines.first?.contains("nvbuild_missing_helper") == true)
         #expect(failure.identifiers.contains("nvbuild_missing_helper"))
         #expect(failure.explanation == "asked about \(failure.identifiers.joined(separator: ","))")
+        // The reason points at the same place, so the CLI can show it as file:line.
+        #expect(result.reason?.severity == .error)
+        #expect(result.reason?.file == failure.file && result.reason?.line == 7)
         #expect(result.modules.allSatisfy { !$0.built })
     }
 
@@ -68,6 +72,7 @@ struct BuildTests {
         let tree = try DriverTree.load(path: Fixtures.plainModule)
         let result = await KbuildBuilder().build(BuildRequest(tree: tree, kernel: kernel, buildRoot: "\(root)/out", jobs: 1))
         #expect(!result.succeeded)
-        #expect(result.reason?.contains("include/generated/autoconf.h is missing") == true)
+        #expect(result.reason?.message.contains("include/generated/autoconf.h is missing") == true)
+        #expect(result.reason?.remedy?.contains("apt-get install --reinstall linux-headers-") == true)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Kbuild
 import KernelTree
+import SourceTree
 import Testing
 
 @Suite("driver tree and Kbuild command line")

@@ -1,7 +1,7 @@
 import DKMS
 import Foundation
-import Kbuild
 import NVBuildSupport
+import SourceTree
 import Testing
 
 /// Debian's real dkms on a generated package. Needs root (dkms writes /usr/src,

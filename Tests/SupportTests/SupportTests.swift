@@ -41,4 +41,32 @@ import Testing
             try await ProcessRunner().run(["nvbuild-no-such-tool"])
         }
     }
+
+    @Test func streamsMergedOutputWhileTheCommandRuns() async throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/nvbuild-stream-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The command waits until the first line has been seen, so the test fails (by
+        // timing out) if output were only handed over when the process ends.
+        let script = "echo first; i=0; while [ ! -e seen ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; echo err >&2; [ -e seen ] && exit 4; exit 9"
+        let received = Received()
+        let status = try await ProcessRunner().stream(["sh", "-c", script], workingDirectory: dir) { chunk in
+            await received.append(chunk)
+            if await received.text.contains("first\n") { _ = FileManager.default.createFile(atPath: dir + "/seen", contents: nil) }
+        }
+        #expect(status == 4)
+        #expect(await received.text == "first\nerr\n")
+    }
+
+    @Test func streamNamesAMissingExecutable() async {
+        await #expect(throws: ProcessRunnerError.executableNotFound("nvbuild-no-such-tool")) {
+            try await ProcessRunner().stream(["nvbuild-no-such-tool"]) { _ in }
+        }
+    }
+}
+
+private actor Received {
+    var bytes: [UInt8] = []
+    func append(_ chunk: [UInt8]) { bytes += chunk }
+    var text: String { String(decoding: bytes, as: UTF8.self) }
 }
