@@ -26,7 +26,7 @@ public struct ProbeReport: Sendable, Codable {
     public var kernel: KernelTarget
     public var treePath: String
     public var driverVersion: String?
-    public var compiler: [String]
+    public var compiler: CompilerCommand
     public var flags: [String]
     public var sanity: [SanityResult]
     public var headerPresence: [HeaderPresenceResult]
@@ -109,8 +109,8 @@ public enum Prober {
         let kernel = options.kernel
         let env = options.environment
         let compiler = ConftestFlags.compilerCommand(kernel: kernel, override: options.compilerOverride, environment: env)
-        guard ProcessRunner.lookup(compiler[0]) != nil else {
-            throw UserError(.environment, "the compiler '\(compiler[0])' (from \(options.compilerOverride != nil ? "--cc" : env["CC"] != nil ? "CC" : "CONFIG_CC_VERSION_TEXT of \(kernel.configPath)")) is not installed; install it (for Debian kernels: apt-get install gcc-12) or pass --cc")
+        guard compiler.compilerPath(environment: env) != nil else {
+            throw UserError(.environment, "the compiler '\(compiler.compiler)' (from \(options.compilerOverride != nil ? "--cc" : env["CC"] != nil ? "CC" : "CONFIG_CC_VERSION_TEXT of \(kernel.configPath)")) is not installed; install it (for Debian kernels: apt-get install gcc-12) or pass --cc")
         }
         guard FileManager.default.fileExists(atPath: kernel.autoconfPath) || FileManager.default.fileExists(atPath: ConftestFlags.autoconfPath(kernel: kernel)) else {
             throw UserError(.environment, "\(kernel.autoconfPath): missing; the kernel tree is not configured — install the kernel's headers package (apt-get install linux-headers-\(kernel.release))")
@@ -126,7 +126,7 @@ public enum Prober {
         let cache = options.cache
         cache?.abstract([(kernel.sourceDirectory, "{kernel-source}"), (kernel.outputDirectory, "{kernel-output}"),
                          (options.tree.path, "{tree}")])
-        let identity = try await ResultCache.compilerIdentity(compiler)
+        let identity = try await ResultCache.compilerIdentity(compiler, environment: env)
         let checker = SanityChecker(kernel: kernel, compiler: compiler, environment: env, scratch: scratch,
                                     cache: cache, compilerIdentity: identity)
         let sanity = try await checker.runAll(config: config)
@@ -315,7 +315,7 @@ public enum Prober {
             let cflags = flags.map { $0.hasPrefix(treePrefix) ? "-I" + delegateDir + $0.dropFirst(treePrefix.count) : $0 }
                 .joined(separator: " ")
             let delegated = try await concurrentMap(missing, limit: jobs) { name in
-                let command = ["/bin/sh", delegateDir + "/conftest.sh", compiler.joined(separator: " "), kernel.arch,
+                let command = ["/bin/sh", delegateDir + "/conftest.sh", compiler.description, kernel.arch,
                                kernel.sourceDirectory, kernel.outputDirectory, "compile_tests", cflags, name]
                 let out = try await ProcessRunner(environment: env).run(command, workingDirectory: delegateDir)
                 let lines = out.standardOutput.split(separator: "\n").map(String.init)

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import KernelTree
 import NVBuildSupport
 
 /// A content-addressed store of probe results.
@@ -27,7 +28,7 @@ public final class ResultCache: @unchecked Sendable {
     private var substitutions: [(path: String, placeholder: String)] = []
 
     public struct Context: Sendable {
-        public var compiler: [String]
+        public var compiler: CompilerCommand
         public var compilerIdentity: String
         public var flags: [String]
     }
@@ -84,11 +85,13 @@ public final class ResultCache: @unchecked Sendable {
         flags.filter { !$0.hasPrefix("-DNV_VERSION_STRING=") }
     }
 
-    /// Identifies a compiler by its resolved binary's content and its version text.
-    public static func compilerIdentity(_ compiler: [String]) async throws -> String {
-        let version = try await ProcessRunner().run(compiler + ["--version"]).standardOutput
-        var identity = compiler.joined(separator: " ") + "\n" + version
-        if let path = ProcessRunner.lookup(compiler[0]) {
+    /// Identifies the real compiler, never a launcher in front of it: its version text, the
+    /// arguments every compile gets, and its resolved binary's content. `ccache gcc-12`
+    /// and `distcc x86_64-linux-gnu-gcc-12` share gcc-12's results.
+    public static func compilerIdentity(_ compiler: CompilerCommand,
+                                        environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> String {
+        var identity = compiler.arguments.joined(separator: "\u{0}") + "\n" + (try await compiler.versionText(environment: environment))
+        if let path = compiler.compilerPath(environment: environment) {
             let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
             if let data = FileManager.default.contents(atPath: resolved) {
                 identity += SHA256.hash(data: data).hexString
