@@ -19,7 +19,7 @@ public struct SanityResult: Sendable, Equatable, Codable {
     /// nil when the check passed or was skipped.
     public var failure: String?
     /// A warning that does not stop the probe (cc_version_check never fails).
-    public var warning: String?
+    public var warning: Diagnostic?
     public var skipped: Bool
 }
 
@@ -70,7 +70,8 @@ public struct SanityChecker: Sendable {
             let ok = try await compiles(code, extraFlags: [], name: "cc-version")
             if ok { return pass() }
             return SanityResult(check: check, failure: nil,
-                warning: "the kernel was built with compiler version \(version.major).\(version.minor) but '\(compiler)' is a different version; set IGNORE_CC_MISMATCH=1 to silence this",
+                warning: .warning("\(check.rawValue): the kernel was built with compiler version \(version.major).\(version.minor) but '\(compiler)' is a different version",
+                                  file: compileH, remedy: "set IGNORE_CC_MISMATCH=1 to silence this"),
                 skipped: false)
         case .dom0:
             guard set("VGX_BUILD") else { return pass(skipped: true) }

@@ -27,9 +27,8 @@ import Testing
                 for env in [[:], ["GRID_BUILD": "1", "GRID_BUILD_CSP": "7", "VGX_BUILD": "1", "VGX_KVM_BUILD": "1", "VGX_DEVICE_VM_BUILD": "1"]] {
                     let verdict = Evaluation.verdict(for: d, outcomes: outcomes, symvers: [], environment: env)
                     for line in verdict.lines {
-                        let words = line.split(separator: " ")
-                        #expect(words.count >= 2 && (words[0] == "#define" || words[0] == "#undef"), "\(d.name): malformed line '\(line)'")
-                        if words.count >= 2 { emitted.insert(String(words[1])) }
+                        #expect(line.macro != nil, "\(d.name): malformed line '\(line)'")
+                        if let macro = line.macro { emitted.insert(macro) }
                     }
                 }
             }

@@ -37,7 +37,7 @@ import Testing
             #expect(error.message.contains("PREEMPT_RT"))
         }
         let report = try await Prober.run(try Repo.options(kernel: rt, environment: ["IGNORE_PREEMPT_RT_PRESENCE": "1"], only: ["vm_fault_t"]))
-        #expect(report.test("vm_fault_t")?.lines == ["#define NV_VM_FAULT_T_IS_PRESENT"])
+        #expect(report.test("vm_fault_t")?.lines == [.define("NV_VM_FAULT_T_IS_PRESENT", value: nil)])
     }
 
     @Test func missingCompilerIsAnEnvironmentErrorAndWritesNothing() async throws {
@@ -124,10 +124,26 @@ import Testing
     }
 
     @Test func gplExportNeedsNoNamespace() {
-        #expect(Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\t", symbol: "foo", gplOnly: true))
-        #expect(!Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\tNS", symbol: "foo", gplOnly: true))
-        #expect(!Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: true))
-        #expect(Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: false))
-        #expect(!Evaluation.exportLine("0x1\tfoobar\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: false))
+        func entry(_ line: String) -> SymbolExport { ModuleSymvers(parsing: line).exports[0] }
+        #expect(Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\t"), symbol: "foo", gplOnly: true))
+        #expect(!Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\tNS"), symbol: "foo", gplOnly: true))
+        #expect(!Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo", gplOnly: true))
+        #expect(Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo", gplOnly: false))
+        #expect(!Evaluation.exports(entry("0x1\tfoobar\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo", gplOnly: false))
+    }
+}
+
+@Suite struct MacroLineTests {
+    @Test func linesAreTypedAndWrittenBackExactly() {
+        #expect(MacroLine(parsing: "#define NV_X") == .define("NV_X", value: nil))
+        #expect(MacroLine(parsing: "#define NV_X 3") == .define("NV_X", value: "3"))
+        #expect(MacroLine(parsing: "#define NV_X a b") == .define("NV_X", value: "a b"))
+        #expect(MacroLine(parsing: "#undef NV_X") == .undef("NV_X"))
+        for odd in ["#undef NV_X 1", "#undef", "#define", "#define  NV_X", "typedef int x;", "#if 0"] {
+            #expect(MacroLine(parsing: odd) == .other(odd))
+        }
+        for text in ["#define NV_X 3", "#undef NV_X", "#define  NV_X", "#if 0"] {
+            #expect(MacroLine(parsing: text).text == text)
+        }
     }
 }
