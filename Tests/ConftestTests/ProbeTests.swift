@@ -147,3 +147,22 @@ import Testing
         }
     }
 }
+
+@Suite struct ProbeDiagnosticTests {
+    /// An unguarded include of a missing header is a warning at the catalog definition.
+    @Test func missingHeaderFailureIsADiagnosticAtTheDefinition() throws {
+        let catalog = try Repo.catalog()
+        let definition = try #require(catalog.definitions.first { $0.releases == nil && !$0.name.contains("{") })
+        let failed = ProbeOutcome(probe: "code", compiled: false,
+                                  diagnostics: "conftest.c:3:10: fatal error: linux/nope.h: No such file or directory\n", command: [])
+        let diagnostic = try #require(EvaluationStage.suspiciousFailure([failed], definition: definition))
+        #expect(diagnostic.severity == .warning)
+        #expect(diagnostic.file == definition.location.file)
+        #expect(diagnostic.line == definition.location.line)
+        #expect(diagnostic.message.hasPrefix(definition.name + ": "))
+        #expect(diagnostic.message.contains("linux/nope.h: No such file or directory"))
+        #expect(diagnostic.remedy != nil)
+        let compiled = ProbeOutcome(probe: "code", compiled: true, diagnostics: failed.diagnostics, command: [])
+        #expect(EvaluationStage.suspiciousFailure([compiled], definition: definition) == nil)
+    }
+}
