@@ -15,6 +15,10 @@ enum Toolchain {
         guard compiler.compilerPath(environment: env) != nil else {
             throw UserError(.environment, "the compiler '\(compiler.compiler)' (from \(options.compilerOverride != nil ? "--cc" : env["CC"] != nil ? "CC" : "CONFIG_CC_VERSION_TEXT of \(kernel.configPath)")) is not installed; install it (for Debian kernels: apt-get install gcc-12) or pass --cc")
         }
+        // Launchers are run too (never for the identity): one that is missing is named here.
+        for launcher in compiler.launchers where !launcher.hasPrefix("-") && ProcessRunner.lookup(launcher, environment: env) == nil {
+            throw UserError(.environment, "the compiler launcher '\(launcher)' (from \(options.compilerOverride != nil ? "--cc" : "CC")) is not installed; install it or name the compiler without it")
+        }
         guard FileManager.default.fileExists(atPath: kernel.autoconfPath) || FileManager.default.fileExists(atPath: ConftestFlags.autoconfPath(kernel: kernel)) else {
             throw UserError(.environment, "\(kernel.autoconfPath): missing; the kernel tree is not configured — install the kernel's headers package (apt-get install linux-headers-\(kernel.release))")
         }

@@ -52,6 +52,18 @@ import Testing
         }
     }
 
+    @Test func missingLauncherIsAnEnvironmentError() async throws {
+        let kernel = try #require(Repo.kernels().first { $0.installedCompiler != nil })
+        let compiler = try #require(kernel.installedCompiler).compiler
+        do {
+            _ = try await Prober.run(try Repo.options(kernel: kernel, compiler: "/nonexistent/ccache \(compiler)"))
+            Issue.record("a missing launcher was accepted")
+        } catch let error as UserError {
+            #expect(error.kind == .environment)
+            #expect(error.message.contains("launcher '/nonexistent/ccache'"))
+        }
+    }
+
     @Test func missingHeadersNameThePackage() throws {
         do {
             _ = try KernelDiscovery().kernel(release: "6.99.0-1-amd64")
