@@ -138,4 +138,48 @@ public struct ReleaseSet: Sendable, Equatable, Codable, CustomStringConvertible 
     }
 
     public var description: String { terms.joined(separator: " ") }
+
+    /// Whether some release is in both sets (nil, no `Releases:`, is every release); the
+    /// catalog refuses two definitions of one test that could both apply.
+    public static func overlap(_ a: ReleaseSet?, _ b: ReleaseSet?) -> Bool {
+        let exact = (a?.exactVersions ?? []) + (b?.exactVersions ?? [])
+        if !exact.isEmpty {
+            return exact.contains { v in (a?.contains(v) ?? true) && (b?.contains(v) ?? true) }
+        }
+        let lower = [a?.bounds.lower, b?.bounds.lower].compactMap { $0 }.max { compareBound($0, $1, lower: true) < 0 }
+        let upper = [a?.bounds.upper, b?.bounds.upper].compactMap { $0 }.min { compareBound($0, $1, lower: false) < 0 }
+        guard let lower, let upper else { return true }
+        let c = compare(lower.version, upper.version)
+        // Dotted versions are dense: any gap between the bounds holds a release.
+        return c < 0 || (c == 0 && lower.inclusive && upper.inclusive)
+    }
+
+    private var exactVersions: [String] { terms.filter { !$0.hasPrefix(">") && !$0.hasPrefix("<") } }
+
+    private typealias Bound = (version: String, inclusive: Bool)
+
+    /// The tightest lower and upper bound of the comparison terms.
+    private var bounds: (lower: Bound?, upper: Bound?) {
+        var lower: Bound?, upper: Bound?
+        for term in terms {
+            for op in [">=", "<=", ">", "<"] where term.hasPrefix(op) {
+                let bound: Bound = (String(term.dropFirst(op.count)), op.count == 2)
+                if op.hasPrefix(">") {
+                    if lower.map({ Self.compareBound(bound, $0, lower: true) > 0 }) ?? true { lower = bound }
+                } else if upper.map({ Self.compareBound(bound, $0, lower: false) < 0 }) ?? true {
+                    upper = bound
+                }
+                break
+            }
+        }
+        return (lower, upper)
+    }
+
+    /// Orders bounds by version; at one version an exclusive lower bound is the tighter
+    /// (greater) one, an exclusive upper bound the tighter (smaller) one.
+    private static func compareBound(_ x: Bound, _ y: Bound, lower: Bool) -> Int {
+        let c = compare(x.version, y.version)
+        if c != 0 || x.inclusive == y.inclusive { return c }
+        return (x.inclusive ? -1 : 1) * (lower ? 1 : -1)
+    }
 }

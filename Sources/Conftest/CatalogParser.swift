@@ -155,6 +155,21 @@ enum CatalogParser {
         }.joined(separator: "\n")
     }
 
+    /// Fields a stanza may hold once; a second one would silently replace or be ignored.
+    static let singleValueFields: Set<String> = ["Test", "Includes", "Check", "Macro", "Code", "Value", "Releases", "Note"]
+
+    /// A repeated single-value field, reported at its second occurrence.
+    static func rejectRepeatedFields(_ s: Stanza) throws {
+        var first: [String: Int] = [:]
+        for field in s.fields where singleValueFields.contains(field.name) {
+            if let line = first[field.name] {
+                throw CatalogError(location: .init(file: s.file, line: field.line),
+                                   message: "'\(field.name):' given twice in one stanza (first on line \(line)); it takes one value")
+            }
+            first[field.name] = field.line
+        }
+    }
+
     static let knownTestFields: Set<String> = [
         "Test", "Check", "Macro", "Include", "Code", "Probe", "Result", "File", "Value", "Releases", "Note", "Symvers",
     ]
@@ -164,6 +179,7 @@ enum CatalogParser {
         var testStanzas: [Stanza] = []
         for (file, text) in sources {
             for stanza in try stanzas(file: file, text: text) {
+                try rejectRepeatedFields(stanza)
                 if let includes = stanza.one("Includes") {
                     guard let code = stanza.one("Code") else {
                         throw CatalogError(location: .init(file: file, line: stanza.line), message: "Includes block '\(includes.argument)' has no Code")
@@ -178,8 +194,16 @@ enum CatalogParser {
             }
         }
         var definitions: [TestDefinition] = []
+        var byName: [String: [TestDefinition]] = [:]
         for stanza in testStanzas {
-            definitions.append(try definition(stanza, blocks: blocks))
+            let d = try definition(stanza, blocks: blocks)
+            // Two definitions that could both apply to one release would make the choice
+            // depend on file order.
+            if let other = byName[d.name]?.first(where: { ReleaseSet.overlap($0.releases, d.releases) }) {
+                throw CatalogError(location: d.location, message: "\(d.name): 'Releases: \(d.releases?.description ?? "(all)")' overlaps 'Releases: \(other.releases?.description ?? "(all)")' of the definition at \(other.location)")
+            }
+            byName[d.name, default: []].append(d)
+            definitions.append(d)
         }
         return Catalog(definitions: definitions)
     }

@@ -1,10 +1,11 @@
 import Foundation
+import KernelTree
 import NVBuildSupport
 
 /// Runs conftest compiles, each in its own private directory, never through a
 /// shell, keeping every diagnostic.
 public struct CompileRunner: Sendable {
-    public var compiler: [String]
+    public var compiler: CompilerCommand
     public var flags: [String]
     public var runner: ProcessRunner
     /// A private scratch directory this run owns (removed by the caller).
@@ -16,7 +17,7 @@ public struct CompileRunner: Sendable {
     /// Jobs on the critical path (union rounds) are served before the others.
     var urgent = false
 
-    public init(compiler: [String], flags: [String], scratch: String, runner: ProcessRunner = ProcessRunner()) {
+    public init(compiler: CompilerCommand, flags: [String], scratch: String, runner: ProcessRunner = ProcessRunner()) {
         self.compiler = compiler
         self.flags = flags
         self.scratch = scratch
@@ -26,7 +27,7 @@ public struct CompileRunner: Sendable {
     /// The exact command line of a compile in `directory` (the private dir is
     /// on the include path so auxiliary files resolve like conftest.sh's).
     public func compileCommand(directory: String) -> [String] {
-        compiler + flags + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", "conftest.c", "-o", "conftest.o"]
+        compiler.argv + flags + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", "conftest.c", "-o", "conftest.o"]
     }
 
     public func compile(id: String, source: String, files: [TestDefinition.AuxiliaryFile]) async throws -> (compiled: Bool, diagnostics: String, command: [String], dependencies: [String]) {
@@ -55,7 +56,7 @@ public struct CompileRunner: Sendable {
         // Standard output to a file: gcc deletes an -o file when probe code has errors (a macro
         // given the wrong arguments), yet the output is complete and those probes fail in the
         // compile too.
-        let command = compiler + flags + ["-I\(directory)", "-E", "-dI", "-dD", "conftest.c"]
+        let command = compiler.argv + flags + ["-I\(directory)", "-E", "-dI", "-dD", "conftest.c"]
         let output = directory + "/conftest.i"
         _ = try await limited { try await runner.run(command, workingDirectory: directory, standardOutputPath: output) }
         guard let data = FileManager.default.contents(atPath: output), !data.isEmpty else { return nil }
@@ -98,7 +99,7 @@ public struct CompileRunner: Sendable {
         try Data(text.utf8).write(to: URL(fileURLWithPath: directory + "/presence.c"))
         // -MG lists missing files instead of stopping at them; other errors (a header that
         // does not preprocess on its own) do not matter: such a header is present too.
-        let command = compiler + ["-E", "-M", "-MG"] + extra + flags + ["presence.c"]
+        let command = compiler.argv + ["-E", "-M", "-MG"] + extra + flags + ["presence.c"]
         let output = try await limited { try await runner.run(command, workingDirectory: directory) }
         guard let entries = ResultCache.prerequisites(ofMakeRule: output.standardOutput), !entries.isEmpty,
               entries.allSatisfy({ $0.hasPrefix("/") || $0 == "presence.c" }) else { return decided }
@@ -133,7 +134,7 @@ public struct CompileRunner: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Data("#include <\(header)>\n".utf8).write(to: URL(fileURLWithPath: directory + "/presence.c"))
-        let base = compiler + ["-E", "-M"] + extra + flags
+        let base = compiler.argv + ["-E", "-M"] + extra + flags
         let first = try await runner.run(base + ["presence.c"], workingDirectory: directory)
         if first.succeeded {
             let deps = ResultCache.dependencies(fromMakeRule: first.standardOutput, directory: directory)
@@ -209,7 +210,7 @@ public struct CompileRunner: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Data("#include <generated/utsrelease.h>\nUTS_RELEASE\n".utf8).write(to: URL(fileURLWithPath: directory + "/uts.c"))
-        let output = try await runner.run(compiler + ["-E", "-P", "-MD", "-MF", "uts.d"] + flags + ["uts.c", "-o", "uts.i"], workingDirectory: directory)
+        let output = try await runner.run(compiler.argv + ["-E", "-P", "-MD", "-MF", "uts.d"] + flags + ["uts.c", "-o", "uts.i"], workingDirectory: directory)
         let text = (try? String(contentsOfFile: directory + "/uts.i", encoding: .utf8)) ?? ""
         let value = text.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         if output.succeeded, let rule = try? String(contentsOfFile: directory + "/uts.d", encoding: .utf8) {

@@ -7,11 +7,10 @@ import NVBuildSupport
 /// ccflags-y, and the conftest-only additions. Computed as data, so it can be
 /// compared and hashed before anything runs.
 public struct ConftestFlags: Sendable, Equatable, Codable {
-    /// The compiler command (may be several words, e.g. `ccache gcc-12`).
-    public var compiler: [String]
+    public var compiler: CompilerCommand
     public var flags: [String]
 
-    public init(compiler: [String], flags: [String]) {
+    public init(compiler: CompilerCommand, flags: [String]) {
         self.compiler = compiler
         self.flags = flags
     }
@@ -29,13 +28,13 @@ public struct ConftestFlags: Sendable, Equatable, Codable {
             self.acceptsMfentry = acceptsMfentry
         }
 
-        public static func query(compiler: [String], runner: ProcessRunner = ProcessRunner()) async throws -> CompilerFacts {
-            let include = try await runner.run(compiler + ["-print-file-name=include"])
+        public static func query(compiler: CompilerCommand, runner: ProcessRunner = ProcessRunner()) async throws -> CompilerFacts {
+            let include = try await runner.run(compiler.argv + ["-print-file-name=include"])
             let dir = FileManager.default.temporaryDirectory.path + "/nvbuild-fentry-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(atPath: dir) }
             try Data().write(to: URL(fileURLWithPath: dir + "/empty.c"))
-            let fentry = try await runner.run(compiler + ["-mfentry", "-c", "-x", "c", "empty.c", "-o", "empty.o"], workingDirectory: dir)
+            let fentry = try await runner.run(compiler.argv + ["-mfentry", "-c", "-x", "c", "empty.c", "-o", "empty.o"], workingDirectory: dir)
             return CompilerFacts(
                 includeDirectory: include.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines),
                 acceptsMfentry: fentry.succeeded
@@ -156,12 +155,8 @@ public struct ConftestFlags: Sendable, Equatable, Codable {
         return []
     }
 
-    /// The compiler the driver Makefile would use: `CC` from the environment, else the
-    /// first word of CONFIG_CC_VERSION_TEXT when it is installed, else `cc`.
-    public static func compilerCommand(kernel: KernelTarget, override: String?, environment: [String: String]) -> [String] {
-        if let override, !override.isEmpty { return override.split(separator: " ").map(String.init) }
-        if let cc = environment["CC"], !cc.isEmpty { return cc.split(separator: " ").map(String.init) }
-        if let compiler = kernel.compiler, kernel.compilerInstalled { return [compiler] }
-        return ["cc"]
+    /// The compiler the driver Makefile would use (KernelTarget.conftestCompiler).
+    public static func compilerCommand(kernel: KernelTarget, override: String?, environment: [String: String]) -> CompilerCommand {
+        kernel.conftestCompiler(override: override, environment: environment)
     }
 }

@@ -25,8 +25,8 @@ public enum ConftestOutput {
         files.append(("headers.h", headersH(report.headerPresence, utsRelease: report.utsRelease)))
         var testLines: [String: [String]] = [:]
         for t in report.tests {
-            testLines[t.name] = t.lines
-            files.append(("compile-tests/\(t.name).h", t.lines.map { $0 + "\n" }.joined()))
+            testLines[t.name] = t.lines.map(\.text)
+            files.append(("compile-tests/\(t.name).h", t.lines.map { $0.text + "\n" }.joined()))
         }
         for header in ConftestRequests.Header.allCases {
             let names = report.requests[header.rawValue] ?? []

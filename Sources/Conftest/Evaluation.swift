@@ -29,14 +29,14 @@ public struct ProbeOutcome: Sendable, Equatable, Codable {
 /// with a sentence saying why.
 public enum Evaluation {
     public struct Verdict: Sendable, Equatable, Codable {
-        public var lines: [String]
+        public var lines: [MacroLine]
         public var reasoning: String
     }
 
     public static func verdict(
         for definition: TestDefinition,
         outcomes: [String: ProbeOutcome],
-        symvers: [String],
+        symvers: [SymbolExport],
         environment: [String: String],
         symversCandidates: (TestDefinition) -> [String] = { _ in [] }
     ) -> Verdict {
@@ -44,7 +44,7 @@ public enum Evaluation {
         let defined = "#define \(macro)" + (definition.value.map { " " + $0 } ?? "")
         let undefined = "#undef \(macro)"
         func finish(_ lines: [String], _ why: String) -> Verdict {
-            Verdict(lines: lines.map(ProbeSource.normalize).filter { !$0.isEmpty }, reasoning: why)
+            Verdict(lines: lines.map(ProbeSource.normalize).filter { !$0.isEmpty }.map(MacroLine.init(parsing:)), reasoning: why)
         }
         switch definition.check {
         case .function(let name, let arguments):
@@ -79,20 +79,20 @@ public enum Evaluation {
             }
             return finish([], "no result rule matched the probe outcomes: nothing emitted")
         case .exportPresent(let symbol):
-            let found = linesNaming(symbol, in: symvers).contains { exportLine($0, symbol: symbol, gplOnly: false) }
+            let found = symvers.contains { exports($0, symbol: symbol, gplOnly: false) }
             return finish(["#define \(macro) \(found ? 1 : 0)"], found
                 ? "Module.symvers exports \(symbol) → 1"
                 : "Module.symvers does not export \(symbol) → 0")
         case .exportGPL(let symbol):
-            let found = linesNaming(symbol, in: symvers).contains { exportLine($0, symbol: symbol, gplOnly: true) }
+            let found = symvers.contains { exports($0, symbol: symbol, gplOnly: true) }
             return finish(["#define \(macro) \(found ? 1 : 0)"], found
                 ? "Module.symvers exports \(symbol) GPL-only without a namespace → 1"
                 : "Module.symvers has no GPL-only, namespace-free export of \(symbol) → 0")
         case .exportsAll(let symbols):
             for path in symversCandidates(definition) {
                 guard FileManager.default.isReadableFile(atPath: path) else { continue }
-                let lines = symversLines(at: path, naming: Set(symbols))
-                if symbols.allSatisfy({ s in lines.contains { exportLine($0, symbol: s, gplOnly: false) } }) {
+                let found = ModuleSymvers.exports(naming: Set(symbols), inFileAt: path)
+                if symbols.allSatisfy({ s in found.contains { exports($0, symbol: s, gplOnly: false) } }) {
                     return finish([defined], "\(path) exports \(symbols.joined(separator: " and ")) → defined")
                 }
             }
@@ -107,52 +107,17 @@ public enum Evaluation {
         }
     }
 
-    /// The lines of a Module.symvers file whose symbol (second field) is one of `symbols`;
-    /// a kernel's list has ~30,000 lines, so they are split as bytes.
-    static func symversLines(at path: String, naming symbols: Set<String>) -> [String] {
-        guard let data = FileManager.default.contents(atPath: path), !symbols.isEmpty else { return [] }
-        var table = NameTable()
-        for s in symbols { table.insert(s, value: 0) }
-        var found: [String] = []
-        data.withUnsafeBytes { raw in
-            let buf = raw.bindMemory(to: UInt8.self)
-            var start = 0
-            while start < buf.count {
-                var end = start
-                while end < buf.count, buf[end] != 10 { end += 1 }
-                // CRC \t symbol \t …
-                var tab = start
-                while tab < end, buf[tab] != 9 { tab += 1 }
-                var next = tab + 1
-                while next < end, buf[next] != 9 { next += 1 }
-                if tab < end, next <= end, table.lookup(buf, tab + 1, next) != nil {
-                    found.append(String(decoding: UnsafeBufferPointer(rebasing: buf[start..<end]), as: UTF8.self))
-                }
-                start = end + 1
-            }
-        }
-        return found
-    }
-
-    /// The Module.symvers lines whose symbol field is `symbol` (a cheap textual
-    /// pre-filter; exportLine then checks the fields).
-    static func linesNaming(_ symbol: String, in lines: [String]) -> [String] {
-        let needle = "\t" + symbol + "\t"
-        return lines.filter { $0.contains(needle) }
-    }
-
-    /// Whether a Module.symvers line exports `symbol` (any EXPORT_SYMBOL* type), or, for
-    /// `gplOnly`, exports it GPL-only with nothing but blanks after the type.
-    static func exportLine(_ line: String, symbol: String, gplOnly: Bool) -> Bool {
-        let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
-        guard fields.count >= 4, fields[1] == symbol else { return false }
+    /// Whether a Module.symvers entry exports `symbol` (an EXPORT_SYMBOL* type), or, for
+    /// `gplOnly`, exports it GPL-only with nothing but blanks after the type (conftest.sh's
+    /// grep patterns, read as KernelTree's fields).
+    static func exports(_ export: SymbolExport, symbol: String, gplOnly: Bool) -> Bool {
+        guard export.symbol == symbol else { return false }
+        let namespace = export.namespace ?? ""
         if !gplOnly {
-            return fields.dropFirst(3).contains { $0.hasPrefix("EXPORT_SYMBOL") }
+            return export.exportType.hasPrefix("EXPORT_SYMBOL") || namespace.hasPrefix("EXPORT_SYMBOL")
         }
-        guard let typeIndex = fields.indices.dropFirst(3).last(where: { fields[$0].hasPrefix("EXPORT_") }) else { return false }
-        let type = fields[typeIndex].trimmingCharacters(in: .whitespaces)
-        let rest = fields[(typeIndex + 1)...].joined(separator: "\t")
+        let type = export.exportType.trimmingCharacters(in: .whitespaces)
         let typeOK = type == "EXPORT_SYMBOL_GPL" || type == "EXPORT_UNUSED_SYMBOL_GPL"
-        return typeOK && rest.allSatisfy { $0 == " " || $0 == "\t" || $0 == "\r" }
+        return typeOK && namespace.allSatisfy { $0 == " " || $0 == "\t" || $0 == "\r" }
     }
 }

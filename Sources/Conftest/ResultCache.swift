@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
+import KernelTree
 import NVBuildSupport
+import Synchronization
 
 /// A content-addressed store of probe results.
 ///
@@ -15,19 +17,28 @@ import NVBuildSupport
 /// Entries and manifests are written atomically and end with a checksum of their
 /// content: a truncated or corrupted file is detected and recomputed, never trusted,
 /// and concurrent probes sharing a cache never read a half-written file.
-public final class ResultCache: @unchecked Sendable {
+public final class ResultCache: Sendable {
     public let directory: String
-    private let lock = NSLock()
-    private var fileHashes: [String: String?] = [:]
-    private var manifestVerdicts: [String: Bool] = [:]
-    /// Real path prefix → placeholder. Keys and recorded dependency paths are stored
-    /// with the kernel and tree locations abstracted, so another ABI of the same kernel
-    /// series, or another copy or release of a driver tree, reuses every result whose
-    /// inputs have the same content (the dependency hashes decide, never the names).
-    private var substitutions: [(path: String, placeholder: String)] = []
+    /// What one run learns, shared by the probe's concurrent compiles.
+    private struct State: Sendable {
+        var fileHashes: [String: String?] = [:]
+        var manifestVerdicts: [String: Bool] = [:]
+        /// Real path prefix → placeholder. Keys and recorded dependency paths are stored
+        /// with the kernel and tree locations abstracted, so another ABI of the same kernel
+        /// series, or another copy or release of a driver tree, reuses every result whose
+        /// inputs have the same content (the dependency hashes decide, never the names).
+        var substitutions: [(path: String, placeholder: String)] = []
+        var normalizedFlagsMemo: (flags: [String], text: String)?
+        var manifestIDs: [[String]: String] = [:]
+        /// Path → (stat signature, hash) across runs (the file-index file).
+        var statIndex: [String: (signature: String, hash: String)] = [:]
+        var statIndexChanged = false
+    }
+    private let state = Mutex(State())
+    private var substitutions: [(path: String, placeholder: String)] { state.withLock { $0.substitutions } }
 
     public struct Context: Sendable {
-        public var compiler: [String]
+        public var compiler: CompilerCommand
         public var compilerIdentity: String
         public var flags: [String]
     }
@@ -51,9 +62,8 @@ public final class ResultCache: @unchecked Sendable {
 
     /// Sets the locations abstracted in keys; call before the first lookup.
     public func abstract(_ paths: [(path: String, placeholder: String)]) {
-        lock.lock()
-        substitutions = paths.filter { !$0.path.isEmpty }.sorted { $0.path.count > $1.path.count }
-        lock.unlock()
+        let sorted = paths.filter { !$0.path.isEmpty }.sorted { $0.path.count > $1.path.count }
+        state.withLock { $0.substitutions = sorted }
     }
 
     func normalize(_ text: String) -> String {
@@ -84,11 +94,13 @@ public final class ResultCache: @unchecked Sendable {
         flags.filter { !$0.hasPrefix("-DNV_VERSION_STRING=") }
     }
 
-    /// Identifies a compiler by its resolved binary's content and its version text.
-    public static func compilerIdentity(_ compiler: [String]) async throws -> String {
-        let version = try await ProcessRunner().run(compiler + ["--version"]).standardOutput
-        var identity = compiler.joined(separator: " ") + "\n" + version
-        if let path = ProcessRunner.lookup(compiler[0]) {
+    /// Identifies the real compiler, never a launcher in front of it: its version text, the
+    /// arguments every compile gets, and its resolved binary's content. `ccache gcc-12`
+    /// and `distcc x86_64-linux-gnu-gcc-12` share gcc-12's results.
+    public static func compilerIdentity(_ compiler: CompilerCommand,
+                                        environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> String {
+        var identity = compiler.arguments.joined(separator: "\u{0}") + "\n" + (try await compiler.versionText(environment: environment))
+        if let path = compiler.compilerPath(environment: environment) {
             let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
             if let data = FileManager.default.contents(atPath: resolved) {
                 identity += SHA256.hash(data: data).hexString
@@ -109,20 +121,11 @@ public final class ResultCache: @unchecked Sendable {
         return hasher.finalize().hexString
     }
 
-    private var normalizedFlagsMemo: (flags: [String], text: String)?
-
     /// The flags as they enter keys, computed once per run.
     func normalizedFlags(_ flags: [String]) -> String {
-        lock.lock()
-        if let memo = normalizedFlagsMemo, memo.flags == flags {
-            lock.unlock()
-            return memo.text
-        }
-        lock.unlock()
+        if let memo = state.withLock({ $0.normalizedFlagsMemo }), memo.flags == flags { return memo.text }
         let text = Self.keyFlags(flags).map { normalize($0) + "\u{0}" }.joined()
-        lock.lock()
-        normalizedFlagsMemo = (flags, text)
-        lock.unlock()
+        state.withLock { $0.normalizedFlagsMemo = (flags, text) }
         return text
     }
 
@@ -174,12 +177,7 @@ public final class ResultCache: @unchecked Sendable {
     /// run share a list (probes with the same includes), so it is computed once per list.
     private func manifest(for dependencies: [String]) -> String? {
         let list = Set(dependencies).sorted()
-        lock.lock()
-        if let id = manifestIDs[list] {
-            lock.unlock()
-            return id
-        }
-        lock.unlock()
+        if let id = state.withLock({ $0.manifestIDs[list] }) { return id }
         var manifest = ""
         for dep in list {
             guard let h = hashOfFile(dep) else { return nil }
@@ -190,13 +188,9 @@ public final class ResultCache: @unchecked Sendable {
         if !FileManager.default.fileExists(atPath: mPath) {
             try? AtomicFile.write(Self.sealed(manifest), to: mPath, durable: false)
         }
-        lock.lock()
-        manifestIDs[list] = id
-        lock.unlock()
+        state.withLock { $0.manifestIDs[list] = id }
         return id
     }
-
-    private var manifestIDs: [[String]: String] = [:]
 
     private func read(_ path: String) -> (Bool, String)? {
         guard let body = Self.unsealed(FileManager.default.contents(atPath: path)) else { return nil }
@@ -225,12 +219,7 @@ public final class ResultCache: @unchecked Sendable {
     }
 
     private func manifestValid(_ id: String) -> Bool {
-        lock.lock()
-        if let v = manifestVerdicts[id] {
-            lock.unlock()
-            return v
-        }
-        lock.unlock()
+        if let v = state.withLock({ $0.manifestVerdicts[id] }) { return v }
         var valid = false
         if let text = Self.unsealed(FileManager.default.contents(atPath: manifestPath(id))),
             SHA256.hash(data: Data(text.utf8)).hexString == id
@@ -246,9 +235,7 @@ public final class ResultCache: @unchecked Sendable {
                 }
             }
         }
-        lock.lock()
-        manifestVerdicts[id] = valid
-        lock.unlock()
+        state.withLock { $0.manifestVerdicts[id] = valid }
         return valid
     }
 
@@ -256,23 +243,14 @@ public final class ResultCache: @unchecked Sendable {
     /// mtime and ctime are unchanged keeps its recorded hash (as git's index does), so a
     /// warm probe reads no header at all.
     func hashOfFile(_ path: String) -> String? {
-        lock.lock()
-        if let h = fileHashes[path] {
-            lock.unlock()
-            return h
-        }
-        lock.unlock()
+        if let h = state.withLock({ $0.fileHashes[path] }) { return h }
         var st = stat()
         guard stat(path, &st) == 0 else {
-            lock.lock()
-            fileHashes[path] = .some(nil)
-            lock.unlock()
+            state.withLock { $0.fileHashes[path] = .some(nil) }
             return nil
         }
         let signature = "\(st.st_dev) \(st.st_ino) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)"
-        lock.lock()
-        let known = statIndex[path]
-        lock.unlock()
+        let known = state.withLock { $0.statIndex[path] }
         var h: String?
         // A file changed within the last two seconds could change again within the
         // timestamp granularity: hash it, and do not remember it.
@@ -282,42 +260,39 @@ public final class ResultCache: @unchecked Sendable {
         } else {
             h = FileManager.default.contents(atPath: path).map { SHA256.hash(data: $0).hexString }
             if let h, settled {
-                lock.lock()
-                statIndex[path] = (signature, h)
-                statIndexChanged = true
-                lock.unlock()
+                state.withLock {
+                    $0.statIndex[path] = (signature, h)
+                    $0.statIndexChanged = true
+                }
             }
         }
-        lock.lock()
-        fileHashes[path] = h
-        lock.unlock()
+        state.withLock { $0.fileHashes[path] = h }
         return h
     }
-
-    private var statIndex: [String: (signature: String, hash: String)] = [:]
-    private var statIndexChanged = false
     private var statIndexPath: String { directory + "/file-index" }
 
     private func loadStatIndex() {
         guard let text = Self.unsealed(FileManager.default.contents(atPath: statIndexPath)) else { return }
+        var index: [String: (signature: String, hash: String)] = [:]
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: "\t", maxSplits: 2)
             guard fields.count == 3, fields[1].count == 64 else { continue }
-            statIndex[String(fields[0])] = (String(fields[2]), String(fields[1]))
+            index[String(fields[0])] = (String(fields[2]), String(fields[1]))
         }
+        state.withLock { $0.statIndex = index }
     }
 
     /// Writes the file-hash index back when this run learned something new.
     public func flush() {
-        lock.lock()
-        defer { lock.unlock() }
-        guard statIndexChanged else { return }
-        var text = ""
-        for (path, entry) in statIndex where !path.contains("\t") && !path.contains("\n") {
-            text += "\(path)\t\(entry.hash)\t\(entry.signature)\n"
+        state.withLock { state in
+            guard state.statIndexChanged else { return }
+            var text = ""
+            for (path, entry) in state.statIndex where !path.contains("\t") && !path.contains("\n") {
+                text += "\(path)\t\(entry.hash)\t\(entry.signature)\n"
+            }
+            try? AtomicFile.write(Self.sealed(text), to: statIndexPath, durable: false)
+            state.statIndexChanged = false
         }
-        try? AtomicFile.write(Self.sealed(text), to: statIndexPath, durable: false)
-        statIndexChanged = false
     }
 
     /// Appends a checksum line so any truncation or corruption is detected.

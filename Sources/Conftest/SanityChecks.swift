@@ -19,13 +19,13 @@ public struct SanityResult: Sendable, Equatable, Codable {
     /// nil when the check passed or was skipped.
     public var failure: String?
     /// A warning that does not stop the probe (cc_version_check never fails).
-    public var warning: String?
+    public var warning: Diagnostic?
     public var skipped: Bool
 }
 
 public struct SanityChecker: Sendable {
     public var kernel: KernelTarget
-    public var compiler: [String]
+    public var compiler: CompilerCommand
     public var environment: [String: String]
     public var runner: ProcessRunner
     public var scratch: String
@@ -33,7 +33,7 @@ public struct SanityChecker: Sendable {
     public var cache: ResultCache?
     public var compilerIdentity: String
 
-    public init(kernel: KernelTarget, compiler: [String], environment: [String: String], scratch: String,
+    public init(kernel: KernelTarget, compiler: CompilerCommand, environment: [String: String], scratch: String,
                 runner: ProcessRunner = ProcessRunner(), cache: ResultCache? = nil, compilerIdentity: String = "") {
         self.kernel = kernel
         self.compiler = compiler
@@ -58,7 +58,7 @@ public struct SanityChecker: Sendable {
         switch check {
         case .ccSanity:
             let ok = try await compiles("int nvbuild_cc_sanity(void) { return 0; }\n", extraFlags: [], name: "cc-sanity")
-            return ok ? pass() : fail("the compiler '\(compiler.joined(separator: " "))' cannot compile a trivial C file; install it (apt-get install gcc-12) or pass --cc")
+            return ok ? pass() : fail("the compiler '\(compiler)' cannot compile a trivial C file; install it (apt-get install gcc-12) or pass --cc")
         case .ccVersion:
             if set("IGNORE_CC_MISMATCH") { return pass(skipped: true) }
             let compileH = kernel.outputDirectory + "/include/generated/compile.h"
@@ -70,7 +70,8 @@ public struct SanityChecker: Sendable {
             let ok = try await compiles(code, extraFlags: [], name: "cc-version")
             if ok { return pass() }
             return SanityResult(check: check, failure: nil,
-                warning: "the kernel was built with compiler version \(version.major).\(version.minor) but '\(compiler.joined(separator: " "))' is a different version; set IGNORE_CC_MISMATCH=1 to silence this",
+                warning: .warning("\(check.rawValue): the kernel was built with compiler version \(version.major).\(version.minor) but '\(compiler)' is a different version",
+                                  file: compileH, remedy: "set IGNORE_CC_MISMATCH=1 to silence this"),
                 skipped: false)
         case .dom0:
             guard set("VGX_BUILD") else { return pass(skipped: true) }
@@ -135,7 +136,7 @@ public struct SanityChecker: Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Data(code.utf8).write(to: URL(fileURLWithPath: dir + "/check.c"))
-        let out = try await runner.run(compiler + extraFlags + ["-c", "check.c", "-o", "check.o"], workingDirectory: dir)
+        let out = try await runner.run(compiler.argv + extraFlags + ["-c", "check.c", "-o", "check.o"], workingDirectory: dir)
         return out.succeeded && FileManager.default.fileExists(atPath: dir + "/check.o")
     }
 }

@@ -135,7 +135,7 @@ public struct KbuildBuilder: Sendable {
         let invocation = KbuildInvocation.modules(
             tree: request.tree, buildDirectory: request.buildTree, kernel: kernel,
             modules: request.tree.style == .nvidia ? request.modules : nil,
-            jobs: request.jobs, compiler: request.compiler, verbose: request.verbose)
+            jobs: request.jobs, compiler: request.compiler.flatMap(CompilerCommand.init(parsing:)), verbose: request.verbose)
         let status: Int32
         do {
             status = try await runLogged(invocation, logPath: request.logPath, label: request.label)

@@ -11,7 +11,7 @@ public struct KbuildInvocation: Sendable, Equatable, Codable {
     /// Builds the argv the tree's own Makefile would hand to the kernel's Kbuild.
     ///
     /// - `buildDirectory`: the copy of the tree that `M=` points at.
-    /// - `compiler`: `CC` for Kbuild; may be several words (`ccache gcc`,
+    /// - `compiler`: `CC` for Kbuild, launchers included (`ccache gcc`,
     ///   `distcc x86_64-linux-gnu-gcc-12`). `nil` uses the kernel's own compiler
     ///   (first word of CONFIG_CC_VERSION_TEXT) when it is installed.
     public static func modules(
@@ -20,10 +20,11 @@ public struct KbuildInvocation: Sendable, Equatable, Codable {
         kernel: KernelTarget,
         modules: [String]? = nil,
         jobs: Int,
-        compiler: String? = nil,
+        compiler: CompilerCommand? = nil,
         verbose: Bool = false
     ) -> KbuildInvocation {
-        let cc = compiler ?? (kernel.compilerInstalled ? kernel.compiler : nil)
+        // make hands $(CC) to the shell in recipes: quote the words that need it.
+        let cc = (compiler ?? kernel.installedCompiler)?.shellText
         var args = ["make", "-j\(max(1, jobs))"]
         switch tree.style {
         case .nvidia:

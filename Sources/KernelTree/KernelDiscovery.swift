@@ -86,7 +86,8 @@ public struct KernelDiscovery: Sendable {
             compiler: compiler,
             compilerVersionText: versionText,
             compilerInstalled: compiler.map { ProcessRunner.lookup($0, environment: environment) != nil } ?? false,
-            facts: .init(config: config)
+            facts: .init(config: config),
+            config: config
         )
     }
 

@@ -21,6 +21,15 @@ public struct KernelTarget: Sendable, Equatable, Codable {
     /// Whether `compiler` can be found in PATH.
     public var compilerInstalled: Bool
     public var facts: ConfigFacts
+    /// The parsed `.config`, read once by discovery; everything that asks about an option
+    /// asks this. Not encoded (reports carry `facts`, not thousands of options): a decoded
+    /// target has an empty one.
+    public var config = KernelConfig(values: [:])
+
+    private enum CodingKeys: String, CodingKey {
+        case release, arch, kernelArch, sourceDirectory, outputDirectory, moduleDirectory
+        case compiler, compilerVersionText, compilerInstalled, facts
+    }
 
     /// Configuration facts that change how modules are built, signed and loaded.
     public struct ConfigFacts: Sendable, Equatable, Codable {

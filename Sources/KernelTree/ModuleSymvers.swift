@@ -65,23 +65,33 @@ extension ModuleSymvers {
     /// rules of `init(parsing:)`, keeping nothing: for readers of the kernel's tens of
     /// thousands of exports. ASCII text without carriage returns (every file modpost
     /// writes) is split byte by byte; anything else takes the `init(parsing:)` path.
-    public static func forEachExport(in text: String, _ body: (SymbolExport) throws -> Void) rethrows {
+    public static func forEachExport(in text: String, naming symbols: Set<String>? = nil, _ body: (SymbolExport) throws -> Void) rethrows {
         var text = text
         let handled = try text.withUTF8 { bytes -> Bool in
             // Character-wise splitting treats "\r\n" and non-ASCII clusters specially.
             guard !bytes.contains(where: { $0 >= 0x80 || $0 == UInt8(ascii: "\r") }) else { return false }
-            try forEachExportLine(in: UnsafeRawBufferPointer(bytes), body)
+            try forEachExportLine(in: UnsafeRawBufferPointer(bytes), naming: symbols, body)
             return true
         }
         if !handled {
-            for export in ModuleSymvers(parsing: text).exports { try body(export) }
+            for export in ModuleSymvers(parsing: text).exports where symbols?.contains(export.symbol) ?? true { try body(export) }
         }
+    }
+
+    /// The exports of the file at `path` whose symbol is one of `symbols`, in file order
+    /// (empty when the file cannot be read): what conftest's symbol checks need of the
+    /// kernel's tens of thousands.
+    public static func exports(naming symbols: Set<String>, inFileAt path: String) -> [SymbolExport] {
+        guard !symbols.isEmpty, let data = FileManager.default.contents(atPath: path) else { return [] }
+        var found: [SymbolExport] = []
+        forEachExport(in: String(decoding: data, as: UTF8.self), naming: symbols) { found.append($0) }
+        return found
     }
 
     private static let exportSymbolType = "EXPORT_SYMBOL"
     private static let exportSymbolGPLType = "EXPORT_SYMBOL_GPL"
 
-    private static func forEachExportLine(in bytes: UnsafeRawBufferPointer, _ body: (SymbolExport) throws -> Void) rethrows {
+    private static func forEachExportLine(in bytes: UnsafeRawBufferPointer, naming symbols: Set<String>?, _ body: (SymbolExport) throws -> Void) rethrows {
         let newline = UInt8(ascii: "\n")
         let tab = UInt8(ascii: "\t")
         var lineStart = 0
@@ -103,13 +113,16 @@ extension ModuleSymvers {
             func text(_ range: Range<Int>) -> String {
                 String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
             }
+            let symbol = text(fields[1])
+            // Readers that want a few symbols skip building the rest of every other entry.
+            if let symbols, !symbols.contains(symbol) { continue }
             let typeBytes = bytes[fields[3]]
             let exportType =
                 typeBytes.elementsEqual(exportSymbolType.utf8) ? exportSymbolType
                 : typeBytes.elementsEqual(exportSymbolGPLType.utf8) ? exportSymbolGPLType : text(fields[3])
             try body(SymbolExport(
                 crc: crc(bytes, fields[0]),
-                symbol: text(fields[1]),
+                symbol: symbol,
                 module: text(fields[2]),
                 exportType: exportType,
                 namespace: fields.count > 4 && !fields[4].isEmpty ? text(fields[4]) : nil))

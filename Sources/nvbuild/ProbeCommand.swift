@@ -3,6 +3,7 @@ import Conftest
 import Foundation
 import KernelTree
 import NVBuildSupport
+import Synchronization
 
 struct ProbeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -57,7 +58,34 @@ struct ProbeOptionsGroup: ParsableArguments {
     @Flag(help: "Fail if the tree requests a test the catalog lacks instead of delegating it to the tree's conftest.sh.")
     var strict = false
 
-    func list(_ text: String?) -> [String]? {
+    var settings: ProbeSettings {
+        ProbeSettings(jobs: jobs, compiler: cc, modules: modules, exclude: exclude, catalog: catalog, cacheDir: cacheDir,
+                      noCache: noCache, strict: strict, grouping: !noGrouping)
+    }
+
+    func loadCatalog() throws -> Catalog { try settings.loadCatalog() }
+
+    func options(kernel: KernelTarget, only: Set<String>? = nil) throws -> ProbeOptions {
+        try settings.options(tree: tree, kernel: kernel, only: only)
+    }
+}
+
+/// How a probe is set up, from `probe`'s options or `build`'s defaults: the one place
+/// ProbeOptions are made, so both honour the catalog, cache and module choices alike.
+struct ProbeSettings {
+    var jobs = ProcessInfo.processInfo.activeProcessorCount
+    var compiler: String?
+    /// NV_KERNEL_MODULES / NV_EXCLUDE_KERNEL_MODULES when nil.
+    var modules: String?
+    var exclude: String?
+    var catalog: String?
+    var cacheDir: String?
+    var noCache = false
+    var strict = false
+    var grouping = true
+    var environment = ProcessInfo.processInfo.environment
+
+    static func list(_ text: String?) -> [String]? {
         text.map { $0.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init) }
     }
 
@@ -72,15 +100,15 @@ struct ProbeOptionsGroup: ParsableArguments {
         }
     }
 
-    func options(kernel: KernelTarget, only: Set<String>? = nil) throws -> ProbeOptions {
-        let env = ProcessInfo.processInfo.environment
-        let tree = try ConftestRequests.read(path: URL(fileURLWithPath: self.tree).standardizedFileURL.path,
-                                       modules: list(modules) ?? list(env["NV_KERNEL_MODULES"]),
-                                       excluded: list(exclude) ?? list(env["NV_EXCLUDE_KERNEL_MODULES"]) ?? [])
+    func options(tree path: String, kernel: KernelTarget, only: Set<String>? = nil) throws -> ProbeOptions {
+        let env = environment
+        let tree = try ConftestRequests.read(path: URL(fileURLWithPath: path).standardizedFileURL.path,
+                                             modules: Self.list(modules) ?? Self.list(env["NV_KERNEL_MODULES"]),
+                                             excluded: Self.list(exclude) ?? Self.list(env["NV_EXCLUDE_KERNEL_MODULES"]) ?? [])
         let cache = noCache ? nil : try ResultCache(directory: cacheDir ?? ResultCache.defaultDirectory(environment: env))
         var options = ProbeOptions(tree: tree, kernel: kernel, catalog: try loadCatalog(), jobs: jobs, environment: env,
-                                   compilerOverride: cc, strict: strict, onlyTests: only, cache: cache)
-        options.grouping = !noGrouping
+                                   compilerOverride: compiler, strict: strict, onlyTests: only, cache: cache)
+        options.grouping = grouping
         return options
     }
 }
@@ -118,7 +146,7 @@ struct RunProbe: AsyncParsableCommand {
         if verbose {
             Terminal.out("compiler runs: \(report.compilerRuns) (\(report.unionCompiles) probes shown by union units, \(report.compiles - report.unionCompiles) compiled alone); phases: " + report.phaseSeconds.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value)) s" }.joined(separator: ", "))
             for t in report.tests {
-                Terminal.out("\(t.name): \(t.lines.joined(separator: "; "))")
+                Terminal.out("\(t.name): \(t.lines.map(\.text).joined(separator: "; "))")
                 Terminal.out("    \(t.reasoning)")
             }
         }
@@ -131,7 +159,11 @@ enum ProbeSummary {
         var defined = 0, undefined = 0
         for t in report.tests {
             for line in t.lines {
-                if line.hasPrefix("#undef") { undefined += 1 } else if line.hasPrefix("#define") { defined += 1 }
+                switch line {
+                case .define: defined += 1
+                case .undef: undefined += 1
+                case .other: break
+                }
             }
         }
         let delegated = report.delegated
@@ -141,29 +173,29 @@ enum ProbeSummary {
             Terminal.warning("delegated to the tree's conftest.sh (not in the catalog): \(delegated.joined(separator: ", "))")
         }
         for t in report.tests {
-            if let s = t.suspicious { Terminal.warning("\(t.name): \(s)") }
+            if let s = t.suspicious { Terminal.report(s) }
         }
-        for s in report.sanity { if let w = s.warning { Terminal.warning("\(s.check.rawValue): \(w)") } }
+        for s in report.sanity { if let w = s.warning { Terminal.report(w) } }
     }
 }
 
 /// A one-line progress bar on an interactive stderr; silent otherwise.
-final class ProgressBar: @unchecked Sendable {
+final class ProgressBar: Sendable {
     private let enabled: Bool
-    private let lock = NSLock()
-    private var last = Date.distantPast
+    /// When the bar was last drawn (progress arrives from concurrent compiles).
+    private let last = Mutex(Date.distantPast)
 
     init(enabled: Bool) { self.enabled = enabled && Terminal.errorIsInteractive }
 
     func update(_ phase: String, _ done: Int, _ total: Int) {
         guard enabled else { return }
-        lock.lock()
-        defer { lock.unlock() }
-        guard done == total || Date().timeIntervalSince(last) > 0.05 else { return }
-        last = Date()
-        let width = 30
-        let filled = total == 0 ? width : width * done / max(total, 1)
-        Terminal.status("[\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] \(done)/\(total) \(phase)")
+        last.withLock { last in
+            guard done == total || Date().timeIntervalSince(last) > 0.05 else { return }
+            last = Date()
+            let width = 30
+            let filled = total == 0 ? width : width * done / max(total, 1)
+            Terminal.status("[\(String(repeating: "#", count: filled))\(String(repeating: ".", count: width - filled))] \(done)/\(total) \(phase)")
+        }
     }
 
     func finish() {

@@ -53,10 +53,11 @@ struct DiffProbe: AsyncParsableCommand {
             for h in r.headerPresence { m[h.macro] = (h.present ? "define" : "undef", "header " + h.header, nil) }
             for t in r.tests {
                 for line in t.lines {
-                    let words = line.split(separator: " ", maxSplits: 2).map(String.init)
-                    guard words.count >= 2 else { continue }
-                    let state = words[0] == "#undef" ? "undef" : (words.count > 2 ? "define \(words[2])" : "define")
-                    m[words[1]] = (state, t.name, t.note)
+                    switch line {
+                    case .define(let macro, let value): m[macro] = (value.map { "define \($0)" } ?? "define", t.name, t.note)
+                    case .undef(let macro): m[macro] = ("undef", t.name, t.note)
+                    case .other: continue
+                    }
                 }
             }
             return m

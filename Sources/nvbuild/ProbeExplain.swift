@@ -48,7 +48,7 @@ struct ExplainProbe: AsyncParsableCommand {
             Terminal.out("  pattern: \(definition.check.patternName)   macros: \(definition.macros.joined(separator: " "))")
             Terminal.out("  note:    \(definition.note)")
         }
-        Terminal.out("  result:  \(result.lines.joined(separator: "; "))")
+        Terminal.out("  result:  \(result.lines.map(\.text).joined(separator: "; "))")
         Terminal.out("  why:     \(result.reasoning)")
         for outcome in result.outcomes {
             Terminal.out("")
@@ -73,7 +73,7 @@ struct ExplainProbe: AsyncParsableCommand {
                 if warnings > 0 { Terminal.out("  (\(warnings) warnings not shown; --json shows all diagnostics)") }
             }
         }
-        if let s = result.suspicious { Terminal.warning(s) }
+        if let s = result.suspicious { Terminal.report(s) }
     }
 
     struct Explanation: Encodable {

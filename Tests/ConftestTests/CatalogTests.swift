@@ -27,9 +27,8 @@ import Testing
                 for env in [[:], ["GRID_BUILD": "1", "GRID_BUILD_CSP": "7", "VGX_BUILD": "1", "VGX_KVM_BUILD": "1", "VGX_DEVICE_VM_BUILD": "1"]] {
                     let verdict = Evaluation.verdict(for: d, outcomes: outcomes, symvers: [], environment: env)
                     for line in verdict.lines {
-                        let words = line.split(separator: " ")
-                        #expect(words.count >= 2 && (words[0] == "#define" || words[0] == "#undef"), "\(d.name): malformed line '\(line)'")
-                        if words.count >= 2 { emitted.insert(String(words[1])) }
+                        #expect(line.macro != nil, "\(d.name): malformed line '\(line)'")
+                        if let macro = line.macro { emitted.insert(macro) }
                     }
                 }
             }
@@ -132,5 +131,52 @@ import Testing
 
     @Test func unreadableTreeIsAnEnvironmentError() {
         #expect(throws: (any Error).self) { try ConftestRequests.read(path: "/nonexistent/kernel-open") }
+    }
+}
+
+@Suite struct CatalogRejectionTests {
+    static func load(_ text: String) throws -> Catalog {
+        let dir = FileManager.default.temporaryDirectory.path + "/nvbuild-catalog-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try text.write(toFile: dir + "/t.conftest", atomically: true, encoding: .utf8)
+        return try Catalog.load(directory: dir)
+    }
+
+    static func error(_ text: String) -> CatalogError? {
+        do {
+            _ = try load(text)
+            return nil
+        } catch {
+            return error as? CatalogError
+        }
+    }
+
+    static let test = "Test: a\nCheck: function f\nMacro: M\nNote: n\n"
+
+    @Test func repeatedSingleValueFieldIsRejectedWithItsLine() throws {
+        let e = try #require(Self.error("Test: a\nCheck: function f\nMacro: M\nNote: n\nCheck: function g\n"))
+        #expect(e.location.line == 5)
+        #expect(e.location.file.hasSuffix("/t.conftest"))
+        #expect(e.message.contains("'Check:'") && e.message.contains("line 2"))
+        #expect(Self.error("Includes: b\nCode: x\nCode: y\n")?.location.line == 3)
+        // Multi-value fields may repeat.
+        #expect(Self.error("Test: a\nCheck: compiles\nMacro: M\nInclude: x.h\nInclude: y.h\nCode: int x;\nNote: n\n") == nil)
+    }
+
+    @Test func overlappingReleasesAreRejectedWithBothLocations() throws {
+        let overlapping = [
+            (">=590", "<595"), (">=595", "595.45.04"), ("<=595", ">=595"), ("590.48.01 595.45.04", "595.45.04"), (nil, "<590"),
+        ]
+        for (a, b) in overlapping {
+            let first = Self.test + (a.map { "Releases: \($0)\n" } ?? "")
+            let e = try #require(Self.error(first + "\n" + Self.test + "Releases: \(b)\n"), "\(a ?? "all") / \(b)")
+            #expect(e.location.line == first.split(separator: "\n").count + 2)
+            #expect(e.message.contains("overlaps") && e.message.contains("t.conftest:1"))
+        }
+        for (a, b) in [(">=595", "<595"), (">595", "<=595"), ("590.48.01", "595.45.04"), (">=590 <595", ">=595")] {
+            let catalog = try Self.load(Self.test + "Releases: \(a)\n\n" + Self.test + "Releases: \(b)\n")
+            #expect(catalog.definitions.count == 2, "\(a) / \(b)")
+        }
     }
 }

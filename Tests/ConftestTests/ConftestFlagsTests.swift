@@ -32,3 +32,32 @@ import Testing
         #expect(mine == expected)
     }
 }
+
+@Suite struct CompilerIdentityTests {
+    /// The kernels' own compiler, whatever scripts/setup installed.
+    static var kernelCompiler: CompilerCommand? { Repo.kernels().lazy.compactMap(\.installedCompiler).first }
+
+    @Test(.enabled(if: kernelCompiler != nil)) func launchersDoNotChangeTheIdentity() async throws {
+        let compiler = try #require(Self.kernelCompiler)
+        let plain = try await ResultCache.compilerIdentity(compiler)
+        // Neither launcher needs to be installed: the identity never runs them.
+        var ccache = compiler
+        ccache.launchers = ["ccache"]
+        var distcc = compiler
+        distcc.launchers = ["distcc"]
+        #expect(try await ResultCache.compilerIdentity(ccache) == plain)
+        #expect(try await ResultCache.compilerIdentity(distcc) == plain)
+        var other = compiler
+        other.arguments = ["-m32"]
+        #expect(try await ResultCache.compilerIdentity(other) != plain)
+    }
+
+    /// gcc-12 and x86_64-linux-gnu-gcc-12 are one binary under two names (Debian's symlink).
+    @Test(.enabled(if: ProcessRunner.lookup("gcc-12") != nil && ProcessRunner.lookup("x86_64-linux-gnu-gcc-12") != nil))
+    func oneBinaryUnderTwoNamesIsOneCompiler() async throws {
+        let gcc = try await ResultCache.compilerIdentity(try #require(CompilerCommand(parsing: "ccache gcc-12")))
+        let triplet = try await ResultCache.compilerIdentity(try #require(CompilerCommand(parsing: "distcc x86_64-linux-gnu-gcc-12")))
+        #expect(gcc == triplet)
+        #expect(try await ResultCache.compilerIdentity(try #require(CompilerCommand(parsing: "gcc-12"))) == gcc)
+    }
+}

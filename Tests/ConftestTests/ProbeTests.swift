@@ -39,7 +39,7 @@ import TestSupport
             #expect(error.message.contains("PREEMPT_RT"))
         }
         let report = try await Prober.run(try Repo.options(kernel: rt, environment: ["IGNORE_PREEMPT_RT_PRESENCE": "1"], only: ["vm_fault_t"]))
-        #expect(report.test("vm_fault_t")?.lines == ["#define NV_VM_FAULT_T_IS_PRESENT"])
+        #expect(report.test("vm_fault_t")?.lines == [.define("NV_VM_FAULT_T_IS_PRESENT", value: nil)])
     }
 
     @Test func missingCompilerIsAnEnvironmentErrorAndWritesNothing() async throws {
@@ -51,6 +51,18 @@ import TestSupport
             #expect(error.kind == .environment)
             #expect(error.message.contains("/nonexistent/gcc-99"))
             #expect(error.message.contains("apt-get install"))
+        }
+    }
+
+    @Test func missingLauncherIsAnEnvironmentError() async throws {
+        let kernel = try #require(Repo.kernels().first { $0.installedCompiler != nil })
+        let compiler = try #require(kernel.installedCompiler).compiler
+        do {
+            _ = try await Prober.run(try Repo.options(kernel: kernel, compiler: "/nonexistent/ccache \(compiler)"))
+            Issue.record("a missing launcher was accepted")
+        } catch let error as UserError {
+            #expect(error.kind == .environment)
+            #expect(error.message.contains("launcher '/nonexistent/ccache'"))
         }
     }
 
@@ -126,10 +138,45 @@ import TestSupport
     }
 
     @Test func gplExportNeedsNoNamespace() {
-        #expect(Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\t", symbol: "foo", gplOnly: true))
-        #expect(!Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\tNS", symbol: "foo", gplOnly: true))
-        #expect(!Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: true))
-        #expect(Evaluation.exportLine("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: false))
-        #expect(!Evaluation.exportLine("0x1\tfoobar\tvmlinux\tEXPORT_SYMBOL\t", symbol: "foo", gplOnly: false))
+        func entry(_ line: String) -> SymbolExport { ModuleSymvers(parsing: line).exports[0] }
+        #expect(Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\t"), symbol: "foo", gplOnly: true))
+        #expect(!Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\tNS"), symbol: "foo", gplOnly: true))
+        #expect(!Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo", gplOnly: true))
+        #expect(Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo", gplOnly: false))
+        #expect(!Evaluation.exports(entry("0x1\tfoobar\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo", gplOnly: false))
+    }
+}
+
+@Suite struct MacroLineTests {
+    @Test func linesAreTypedAndWrittenBackExactly() {
+        #expect(MacroLine(parsing: "#define NV_X") == .define("NV_X", value: nil))
+        #expect(MacroLine(parsing: "#define NV_X 3") == .define("NV_X", value: "3"))
+        #expect(MacroLine(parsing: "#define NV_X a b") == .define("NV_X", value: "a b"))
+        #expect(MacroLine(parsing: "#undef NV_X") == .undef("NV_X"))
+        for odd in ["#undef NV_X 1", "#undef", "#define", "#define  NV_X", "typedef int x;", "#if 0"] {
+            #expect(MacroLine(parsing: odd) == .other(odd))
+        }
+        for text in ["#define NV_X 3", "#undef NV_X", "#define  NV_X", "#if 0"] {
+            #expect(MacroLine(parsing: text).text == text)
+        }
+    }
+}
+
+@Suite struct ProbeDiagnosticTests {
+    /// An unguarded include of a missing header is a warning at the catalog definition.
+    @Test func missingHeaderFailureIsADiagnosticAtTheDefinition() throws {
+        let catalog = try Repo.catalog()
+        let definition = try #require(catalog.definitions.first { $0.releases == nil && !$0.name.contains("{") })
+        let failed = ProbeOutcome(probe: "code", compiled: false,
+                                  diagnostics: "conftest.c:3:10: fatal error: linux/nope.h: No such file or directory\n", command: [])
+        let diagnostic = try #require(EvaluationStage.suspiciousFailure([failed], definition: definition))
+        #expect(diagnostic.severity == .warning)
+        #expect(diagnostic.file == definition.location.file)
+        #expect(diagnostic.line == definition.location.line)
+        #expect(diagnostic.message.hasPrefix(definition.name + ": "))
+        #expect(diagnostic.message.contains("linux/nope.h: No such file or directory"))
+        #expect(diagnostic.remedy != nil)
+        let compiled = ProbeOutcome(probe: "code", compiled: true, diagnostics: failed.diagnostics, command: [])
+        #expect(EvaluationStage.suspiciousFailure([compiled], definition: definition) == nil)
     }
 }

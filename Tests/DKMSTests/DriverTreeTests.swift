@@ -48,7 +48,7 @@ struct DriverTreeTests {
             "NV_KERNEL_OUTPUT=/lib/modules/\(Fixtures.kernels[0])/build",
             "NV_KERNEL_MODULES=nvidia nvidia-uvm", "INSTALL_MOD_DIR=kernel/drivers/video", "NV_SPECTRE_V2=0", "modules",
         ])
-        let subset = KbuildInvocation.modules(tree: tree, buildDirectory: "/b/tree", kernel: kernel, modules: ["nvidia-uvm"], jobs: 1, compiler: "ccache gcc-12")
+        let subset = KbuildInvocation.modules(tree: tree, buildDirectory: "/b/tree", kernel: kernel, modules: ["nvidia-uvm"], jobs: 1, compiler: CompilerCommand(parsing: "ccache gcc-12"))
         #expect(subset.arguments.contains("CC=ccache gcc-12"))
         #expect(subset.arguments.contains("NV_KERNEL_MODULES=nvidia-uvm"))
     }

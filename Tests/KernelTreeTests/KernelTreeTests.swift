@@ -55,3 +55,27 @@ import Testing
         }
     }
 }
+
+@Suite struct KernelTargetConfigTests {
+    /// Discovery reads `.config` once and the target carries it: nothing else parses it.
+    @Test func targetCarriesTheParsedConfig() throws {
+        let kernel = try #require(KernelDiscovery().installedKernels().first, "run scripts/setup to install kernel headers")
+        let parsed = KernelConfig(parsing: try String(contentsOfFile: kernel.configPath, encoding: .utf8))
+        #expect(kernel.config == parsed)
+        #expect(!kernel.config.values.isEmpty)
+        #expect(kernel.facts == KernelTarget.ConfigFacts(config: kernel.config))
+        #expect(kernel.compilerVersionText == kernel.config["CC_VERSION_TEXT"])
+    }
+
+    /// Reports encode the facts, not the thousands of options.
+    @Test func configIsNotEncoded() throws {
+        let kernel = try #require(KernelDiscovery().installedKernels().first, "run scripts/setup to install kernel headers")
+        let data = try JSONEncoder().encode(kernel)
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        #expect(object["config"] == nil)
+        #expect(object["facts"] != nil)
+        let decoded = try JSONDecoder().decode(KernelTarget.self, from: data)
+        #expect(decoded.release == kernel.release)
+        #expect(decoded.config.values.isEmpty)
+    }
+}

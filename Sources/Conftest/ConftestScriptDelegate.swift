@@ -1,0 +1,75 @@
+import Foundation
+import KernelTree
+import NVBuildSupport
+
+/// The tree's own conftest.sh, for tests the catalog lacks: one call per test, as the
+/// tree's Kbuild makes them, in a directory that shows conftest.sh this probe's headers.h.
+struct ConftestScriptDelegate {
+    var script: String
+    var treePath: String
+    var kernel: KernelTarget
+    var compiler: CompilerCommand
+    var flags: [String]
+    var environment: [String: String]
+    var jobs: Int
+    var scratch: String
+
+    /// Nil when the tree has no conftest.sh (the plan has already refused to need one).
+    init?(tree: ConftestRequests, kernel: KernelTarget, compiler: CompilerCommand, flags: [String],
+          environment: [String: String], jobs: Int, scratch: String) {
+        guard let script = tree.conftestScript else { return nil }
+        self.script = script
+        self.treePath = tree.path
+        self.kernel = kernel
+        self.compiler = compiler
+        self.flags = flags
+        self.environment = environment
+        self.jobs = jobs
+        self.scratch = scratch
+    }
+
+    /// The results of `names`; throws when conftest.sh fails for any (nothing else knows them).
+    func run(_ names: [String], presence: [ProbeReport.HeaderPresenceResult], utsRelease: String,
+             progress: ProbeProgress) async throws -> [TestResult] {
+        guard !names.isEmpty else { return [] }
+        progress(.delegated, 0, names.count)
+        let directory = try mirror(headersH: ConftestOutput.headersH(presence, utsRelease: utsRelease))
+        // The tree's include paths point into the mirror, where conftest.sh writes its side files.
+        let treePrefix = "-I" + treePath
+        let cflags = flags.map { $0.hasPrefix(treePrefix) ? "-I" + directory + $0.dropFirst(treePrefix.count) : $0 }
+            .joined(separator: " ")
+        // conftest.sh splits $CC itself: it gets the words joined, as the Kbuild passes it.
+        let base = ["/bin/sh", directory + "/conftest.sh", compiler.description, kernel.arch,
+                    kernel.sourceDirectory, kernel.outputDirectory, "compile_tests", cflags]
+        let script = script, environment = environment
+        let results = try await concurrentMap(names, limit: max(1, jobs)) { name in
+            let command = base + [name]
+            let out = try await ProcessRunner(environment: environment).run(command, workingDirectory: directory)
+            let lines = out.standardOutput.split(separator: "\n").map { MacroLine(parsing: String($0)) }
+            return TestResult(name: name, origin: .delegated, lines: lines,
+                              reasoning: "not in the catalog: computed by \(script)",
+                              outcomes: [ProbeOutcome(probe: "conftest.sh", compiled: out.succeeded, diagnostics: out.standardError, command: command)],
+                              note: nil,
+                              suspicious: out.succeeded ? nil : .error("\(name): conftest.sh exited \(out.exitStatus): \(out.standardError.prefix(200))", file: script))
+        }
+        let failed = results.filter { $0.outcomes.first?.compiled == false }
+        if !failed.isEmpty {
+            throw UserError(.failed, "the tree's conftest.sh could not compute \(failed.map(\.name).joined(separator: ", ")) (\(failed[0].outcomes[0].diagnostics.trimmingCharacters(in: .whitespacesAndNewlines))); nvbuild's catalog lacks them too")
+        }
+        progress(.delegated, names.count, names.count)
+        return results
+    }
+
+    /// conftest.sh works in its own directory and reads conftest/headers.h there: a directory
+    /// that mirrors the tree (symlinks) but holds this probe's headers.h.
+    private func mirror(headersH: String) throws -> String {
+        let directory = scratch + "/delegate"
+        try FileManager.default.createDirectory(atPath: directory + "/conftest", withIntermediateDirectories: true)
+        try Data(headersH.utf8).write(to: URL(fileURLWithPath: directory + "/conftest/headers.h"))
+        let treeDir = URL(fileURLWithPath: script).deletingLastPathComponent().path
+        for entry in try FileManager.default.contentsOfDirectory(atPath: treeDir) where entry != "conftest" {
+            try FileManager.default.createSymbolicLink(atPath: directory + "/" + entry, withDestinationPath: treeDir + "/" + entry)
+        }
+        return directory
+    }
+}

@@ -1,0 +1,171 @@
+import Foundation
+import NVBuildSupport
+
+/// A C compiler command as `CC` names it: launchers that wrap the compiler (ccache,
+/// distcc), the compiler, and arguments that belong to every compile (`gcc-12 -m32`).
+/// Computed as data so commands can be compared before anything runs; the probe, the
+/// result cache and Kbuild all take it from here.
+public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
+    /// Wrappers in front of the compiler, each with the words that follow it up to the compiler.
+    public var launchers: [String]
+    /// The compiler itself (a name looked up in PATH, or a path).
+    public var compiler: String
+    /// Words after the compiler that every compile gets.
+    public var arguments: [String]
+
+    /// Programs that run the compiler named after them instead of being one.
+    public static let knownLaunchers: Set<String> = ["ccache", "distcc", "sccache", "icecc", "buildcache"]
+
+    public init(launchers: [String] = [], compiler: String, arguments: [String] = []) {
+        self.launchers = launchers
+        self.compiler = compiler
+        self.arguments = arguments
+    }
+
+    /// Parses a `CC`-style command as a shell reads it (quotes and backslashes group
+    /// words), so a compiler path with a space stays one word. Nil when it names nothing.
+    public init?(parsing text: String) {
+        self.init(words: Self.shellWords(text))
+    }
+
+    /// Splits argv words into launchers, compiler and arguments: leading words that are
+    /// known launchers (and their options, which start with `-`) wrap what follows.
+    public init?(words: [String]) {
+        var index = 0
+        var launchers: [String] = []
+        while index < words.count, Self.knownLaunchers.contains(Self.basename(words[index])) {
+            launchers.append(words[index])
+            index += 1
+            while index < words.count, words[index].hasPrefix("-") {
+                launchers.append(words[index])
+                index += 1
+            }
+        }
+        guard index < words.count else {
+            // A launcher alone (`CC=ccache`) is the compiler as far as anything can tell.
+            guard let last = launchers.popLast() else { return nil }
+            self.init(launchers: launchers, compiler: last)
+            return
+        }
+        self.init(launchers: launchers, compiler: words[index], arguments: Array(words[(index + 1)...]))
+    }
+
+    /// The argv prefix of every compile.
+    public var argv: [String] { launchers + [compiler] + arguments }
+
+    /// The command as conftest.sh and make receive it: words joined by spaces (they split it again).
+    public var description: String { argv.joined(separator: " ") }
+
+    /// The command as shell text, each word quoted where a shell would split or expand it;
+    /// for `make CC=…`, whose recipes hand `$(CC)` to the shell.
+    public var shellText: String {
+        argv.map { word in
+            !word.isEmpty && word.allSatisfy({ $0.isLetter || $0.isNumber || "-_=./+:,@%^".contains($0) })
+                ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }.joined(separator: " ")
+    }
+
+    /// The compiler's path in PATH, past masquerade directories: a `gcc-12` that is a
+    /// symlink to ccache (/usr/lib/ccache) is a launcher, and the real one comes later in PATH.
+    public func compilerPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        if compiler.contains("/") { return FileManager.default.isExecutableFile(atPath: compiler) ? compiler : nil }
+        let directories = (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map(String.init)
+        for directory in directories where !directory.isEmpty {
+            let candidate = directory + "/" + compiler
+            guard FileManager.default.isExecutableFile(atPath: candidate) else { continue }
+            let resolved = URL(fileURLWithPath: candidate).resolvingSymlinksInPath().lastPathComponent
+            if Self.knownLaunchers.contains(resolved) && !Self.knownLaunchers.contains(compiler) { continue }
+            return candidate
+        }
+        return nil
+    }
+
+    /// The real compiler's `--version` text, without the program name gcc prints first
+    /// (one binary under two names is one compiler). Launchers are never run: identities
+    /// built on this (ResultCache.compilerIdentity) make `ccache gcc-12` be `gcc-12`.
+    public func versionText(environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> String {
+        let output = try await ProcessRunner(environment: environment).run([compilerPath(environment: environment) ?? compiler] + arguments + ["--version"])
+        return Self.versionWithoutName(output.standardOutput)
+    }
+
+    /// `gcc-12 (Debian 12.2.0-14) 12.2.0` and `x86_64-linux-gnu-gcc-12 (Debian …) …` are one
+    /// version: the first word of the first line is how the binary was called.
+    public static func versionWithoutName(_ text: String) -> String {
+        guard let space = text.firstIndex(of: " "), !text[..<space].contains("\n") else { return text }
+        return String(text[space...])
+    }
+
+    private static func basename(_ word: String) -> String {
+        word.split(separator: "/").last.map(String.init) ?? word
+    }
+
+    /// POSIX shell word splitting without expansions: blanks separate words, single quotes
+    /// keep everything, double quotes keep all but `\"` `\\` `\$` `` \` ``, a backslash
+    /// outside quotes keeps the next character. An unterminated quote runs to the end.
+    static func shellWords(_ text: String) -> [String] {
+        var words: [String] = []
+        var current = ""
+        var inWord = false
+        var chars = text.makeIterator()
+        while let c = chars.next() {
+            switch c {
+            case " ", "\t", "\n":
+                if inWord { words.append(current); current = ""; inWord = false }
+            case "'":
+                inWord = true
+                while let q = chars.next(), q != "'" { current.append(q) }
+            case "\"":
+                inWord = true
+                while let q = chars.next(), q != "\"" {
+                    if q == "\\", let n = chars.next() {
+                        if !"\"\\$`".contains(n) { current.append(q) }
+                        current.append(n)
+                    } else {
+                        current.append(q)
+                    }
+                }
+            case "\\":
+                inWord = true
+                if let n = chars.next() { current.append(n) }
+            default:
+                inWord = true
+                current.append(c)
+            }
+        }
+        if inWord { words.append(current) }
+        return words
+    }
+}
+
+/// Encoded as its argv (the report's `compiler` field has always been that list).
+extension CompilerCommand: Codable {
+    public init(from decoder: Decoder) throws {
+        let words = try decoder.singleValueContainer().decode([String].self)
+        guard let command = CompilerCommand(words: words) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "an empty compiler command"))
+        }
+        self = command
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(argv)
+    }
+}
+
+extension KernelTarget {
+    /// The compiler the kernel was built with (the first word of CONFIG_CC_VERSION_TEXT),
+    /// when it is installed.
+    public var installedCompiler: CompilerCommand? {
+        guard let compiler, compilerInstalled else { return nil }
+        return CompilerCommand(compiler: compiler)
+    }
+
+    /// The compiler the driver Makefile would use for conftest: `override` (--cc), else `CC`
+    /// from the environment, else the kernel's own compiler when it is installed, else `cc`.
+    public func conftestCompiler(override: String?, environment: [String: String]) -> CompilerCommand {
+        if let override, let command = CompilerCommand(parsing: override) { return command }
+        if let cc = environment["CC"], let command = CompilerCommand(parsing: cc) { return command }
+        return installedCompiler ?? CompilerCommand(compiler: "cc")
+    }
+}
