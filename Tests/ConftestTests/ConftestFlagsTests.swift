@@ -6,15 +6,16 @@ import Testing
 @testable import Conftest
 
 /// The compile flags are computed as data; they must equal what NVIDIA's Kbuild passed
-/// to conftest.sh for 595.45.04 on the 6.12 Debian headers (recorded in the shared
-/// reference inventory), up to the PID conftest.sh embeds.
+/// to conftest.sh for 595.45.04 on the 6.12 Debian headers (recorded in
+/// Tests/Fixtures/reference), up to the PID conftest.sh embeds and the kernel release.
 @Suite struct ConftestFlagsTests {
     @Test func flagsEqualTheKbuildConftestFlagsOn612() async throws {
-        let inventory = Repo.root + "/../shared/reference/conftest-inventory.json"
-        let data = try #require(FileManager.default.contents(atPath: inventory), "../shared/reference is beside the repository in CI")
-        let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        let assembly = try #require(json["assembly"] as? [String: Any])
-        let observed = try #require(assembly["NV_CONFTEST_CFLAGS_observed_6_12"] as? String)
+        // NV_CONFTEST_CFLAGS-<driver release>-<kernel release it was recorded on>.txt
+        let directory = Repo.root + "/Tests/Fixtures/reference"
+        let prefix = "NV_CONFTEST_CFLAGS-595.45.04-"
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: directory).first { $0.hasPrefix(prefix + "6.12.") })
+        let recordedOn = String(name.dropFirst(prefix.count).dropLast(".txt".count))
+        let observed = try String(contentsOfFile: directory + "/" + name, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let kernel = try #require(Repo.kernels().first { $0.release.hasPrefix("6.12.") })
 
         var tree = try ConftestRequests.read(path: Repo.fixtureTree)
@@ -26,7 +27,7 @@ import Testing
 
         let mine = flags.map { $0.replacingOccurrences(of: Repo.fixtureTree, with: "<tree>") }
         let expected = observed
-            .replacingOccurrences(of: "6.12.117+deb12-amd64", with: kernel.release)
+            .replacingOccurrences(of: recordedOn, with: kernel.release)
             .split(separator: " ").map(String.init)
             .map { $0.replacingOccurrences(of: #"#conftest[0-9]+"#, with: "#conftest", options: .regularExpression) }
         #expect(mine == expected)
