@@ -51,6 +51,8 @@ struct BuildCommand: AsyncParsableCommand {
     @Option(help: "Folder for per-kernel build copies and logs (default: <tree>/.nvbuild/build).") var buildDir: String?
     @Flag(help: "Pass V=1 to Kbuild.") var verbose = false
     @Flag(help: "Print JSON instead of a table.") var json = false
+    /// The probe before make uses the same catalog and cache options as `nvbuild probe`.
+    @OptionGroup var catalogAndCache: CatalogCacheOptions
 
     func run() async throws {
         let driverTree = try DriverTree.load(path: tree)
@@ -72,7 +74,8 @@ struct BuildCommand: AsyncParsableCommand {
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"
         let compiler = cc ?? ProcessInfo.processInfo.environment["CC"].flatMap { $0.isEmpty ? nil : $0 }
         let builder = KbuildBuilder(
-            prepare: BuildHooks.prepare(for: driverTree),
+            prepare: BuildHooks.prepare(for: driverTree, settings: ProbeSettings(
+                catalog: catalogAndCache.catalog, cacheDir: catalogAndCache.cacheDir, noCache: catalogAndCache.noCache)),
             explain: BuildHooks.explain(for: driverTree),
             progress: json ? nil : Self.showProgress)
 

@@ -43,14 +43,7 @@ struct ProbeOptionsGroup: ParsableArguments {
     @Option(help: "Modules to leave out, like NV_EXCLUDE_KERNEL_MODULES.")
     var exclude: String?
 
-    @Option(help: "Catalog directory (default: the catalog shipped with nvbuild).")
-    var catalog: String?
-
-    @Option(help: "Result cache directory (default: NVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/nvbuild).")
-    var cacheDir: String?
-
-    @Flag(help: "Do not read or write the result cache.")
-    var noCache = false
+    @OptionGroup var catalogAndCache: CatalogCacheOptions
 
     @Flag(help: ArgumentHelp("Compile every probe in its own translation unit (no grouping), as conftest.sh does.", visibility: .hidden))
     var noGrouping = false
@@ -59,8 +52,8 @@ struct ProbeOptionsGroup: ParsableArguments {
     var strict = false
 
     var settings: ProbeSettings {
-        ProbeSettings(jobs: jobs, compiler: cc, modules: modules, exclude: exclude, catalog: catalog, cacheDir: cacheDir,
-                      noCache: noCache, strict: strict, grouping: !noGrouping)
+        ProbeSettings(jobs: jobs, compiler: cc, modules: modules, exclude: exclude, catalog: catalogAndCache.catalog,
+                      cacheDir: catalogAndCache.cacheDir, noCache: catalogAndCache.noCache, strict: strict, grouping: !noGrouping)
     }
 
     func loadCatalog() throws -> Catalog { try settings.loadCatalog() }
@@ -68,6 +61,18 @@ struct ProbeOptionsGroup: ParsableArguments {
     func options(kernel: KernelTarget, only: Set<String>? = nil) throws -> ProbeOptions {
         try settings.options(tree: tree, kernel: kernel, only: only)
     }
+}
+
+/// Where the catalog and the result cache are: shared by `probe` and `build`, which probes first.
+struct CatalogCacheOptions: ParsableArguments {
+    @Option(help: "Catalog directory (default: the catalog shipped with nvbuild).")
+    var catalog: String?
+
+    @Option(help: "Result cache directory (default: NVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/nvbuild).")
+    var cacheDir: String?
+
+    @Flag(help: "Do not read or write the result cache.")
+    var noCache = false
 }
 
 /// How a probe is set up, from `probe`'s options or `build`'s defaults: the one place

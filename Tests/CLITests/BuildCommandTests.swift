@@ -57,4 +57,24 @@ import Testing
         #expect(package.stderr.contains(link), "\(package.stderr)")
         #expect(!FileManager.default.fileExists(atPath: root + "/out"))
     }
+
+    /// The probe before make honours build's --catalog and --cache-dir as `nvbuild probe`
+    /// does: an empty catalog leaves every test to the fixture's conftest.sh, which
+    /// knows none of them, so the kernel's row fails naming the probe.
+    @Test func buildProbesWithTheNamedCatalogAndCache() throws {
+        let kernel = try CLI.standardKernel("6.12.")
+        let scratch = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        try FileManager.default.createDirectory(atPath: scratch + "/catalog", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.fixture, toPath: scratch + "/tree")
+        let empty = try CLI.run(["build", "--tree", scratch + "/tree", "--kernel", kernel, "--catalog", scratch + "/catalog",
+                                 "--build-dir", scratch + "/build", "--no-cache"])
+        #expect(empty.status == 1)
+        #expect(empty.stderr.contains("probe failed") && empty.stderr.contains("nvbuild's catalog lacks them"), "\(empty.stderr)")
+        let cached = try CLI.run(["build", "--tree", scratch + "/tree", "--kernel", kernel, "--cache-dir", scratch + "/cache",
+                                  "--build-dir", scratch + "/build"])
+        #expect(cached.status == 0, "\(cached.stderr)")
+        let entries = (try? FileManager.default.subpathsOfDirectory(atPath: scratch + "/cache")) ?? []
+        #expect(!entries.isEmpty, "build did not use --cache-dir")
+    }
 }
