@@ -39,7 +39,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "CElf", "CLzma", "CZstd", "CZlib"]),
+        .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "KernelTree", "CElf", "CLzma", "CZstd", "CZlib"]),
         .target(name: "ModuleGraph", dependencies: ["NVBuildSupport", "KernelTree", "ModuleELF", "CKmod"]),
         .target(name: "Kbuild", dependencies: ["NVBuildSupport", "KernelTree", "Conftest", "ModuleELF"]),
         .target(
@@ -62,10 +62,10 @@ let package = Package(
         .testTarget(name: "SupportTests", dependencies: ["NVBuildSupport"]),
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
         .testTarget(name: "ConftestTests", dependencies: ["Conftest", "KernelTree"]),
-        .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "ModuleELF"]),
-        .testTarget(name: "ModuleGraphTests", dependencies: ["ModuleGraph", "KernelTree", "CKmod"]),
+        .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "NVBuildSupport", "ModuleELF"]),
+        .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "DKMS", "Kbuild"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport", "nvbuild"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "nvbuild"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -59,7 +59,7 @@ import Testing
         #expect(signature.idType == "PKCS#7")
         #expect(signature.hashAlgorithm == "sha256")
         #expect(signature.placement == .signedThenCompressed)
-        #expect(module.exports.contains { $0.name == "usb_stor_CB_reset" && $0.gplOnly && $0.namespace == "USB_STORAGE" })
+        #expect(module.exports.contains { $0.symbol == "usb_stor_CB_reset" && $0.isGPLOnly && $0.namespace == "USB_STORAGE" })
     }
 
     @Test func hexLinesWrapAfterTwentyBytes() throws {

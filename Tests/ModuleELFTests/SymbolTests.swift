@@ -34,7 +34,7 @@ import Testing
             #expect(module.undefinedSymbols == undefined, "undefined symbols of \(path)")
             let exported = try nmNames([elf]).map(\.name).filter { $0.hasPrefix("__ksymtab_") }
                 .map { String($0.dropFirst("__ksymtab_".count)) }.sorted()
-            #expect(module.exports.map(\.name) == exported, "exports of \(path)")
+            #expect(module.exports.map(\.symbol) == exported, "exports of \(path)")
             exportsSeen += exported.count
         }
         #expect(exportsSeen > 40)
@@ -50,11 +50,13 @@ import Testing
             var relative = String(path.dropFirst(kernel.moduleDirectory.count + 1))
             for suffix in [".xz", ".ko"] where relative.hasSuffix(suffix) { relative.removeLast(suffix.count) }
             let module = try ModuleFile.read(path: path, parts: .symbols)
-            #expect(module.exports.map(\.name).sorted() == (byModule[relative] ?? []).sorted(), "exports of \(relative)")
+            #expect(module.exports.map(\.symbol).sorted() == (byModule[relative] ?? []).sorted(), "exports of \(relative)")
             for export in module.exports {
-                guard let entry = symvers[export.name] else { continue }
-                #expect(export.gplOnly == (entry.type == "EXPORT_SYMBOL_GPL"), "\(export.name) GPL flag")
-                #expect(export.namespace == entry.namespace, "\(export.name) namespace")
+                guard let entry = symvers[export.symbol] else { continue }
+                #expect(export.isGPLOnly == (entry.type == "EXPORT_SYMBOL_GPL"), "\(export.symbol) GPL flag")
+                #expect(export.exportType == entry.type, "\(export.symbol) export type")
+                #expect(export.namespace == entry.namespace, "\(export.symbol) namespace")
+                #expect(UInt64(export.crc) == entry.crc, "\(export.symbol) CRC")
                 checked += 1
             }
         }
