@@ -55,8 +55,8 @@ import Testing
         return modules
     }
 
-    private func nm(_ arguments: [String]) throws -> [String] {
-        String(decoding: try runTool(["nm"] + arguments), as: UTF8.self).split(separator: "\n").compactMap { line in
+    private func nm(_ arguments: [String]) async throws -> [String] {
+        String(decoding: try await runTool(["nm"] + arguments), as: UTF8.self).split(separator: "\n").compactMap { line in
             line.split(separator: " ", omittingEmptySubsequences: true).last.map(String.init)
         }
     }
@@ -71,7 +71,7 @@ import Testing
         let treeSymvers = (try? readSymvers(scratch.path + "/kernel-open/Module.symvers")) ?? [:]
 
         // Whole output: the library's rendering and `nvbuild inspect`, both equal to modinfo.
-        let expected = try runTool(["modinfo"] + modules)
+        let expected = try await runTool(["modinfo"] + modules)
         #expect(!expected.isEmpty)
         var rendered: [UInt8] = []
         for path in modules {
@@ -83,7 +83,7 @@ import Testing
         #expect(inspect.stdout == expected, "nvbuild inspect vs modinfo on \(kernel)")
 
         for field in ["vermagic", "depends", "license", "name", "srcversion"] {
-            let reference = try runTool(["modinfo", "-F", field] + modules)
+            let reference = try await runTool(["modinfo", "-F", field] + modules)
             var values: [UInt8] = []
             for path in modules {
                 ModinfoFormatter.renderField(field, module: try ModuleFile.read(path: path), filename: path, into: &values)
@@ -98,8 +98,8 @@ import Testing
             // What the fixture is: built here, for this kernel.
             #expect(module.values("vermagic").first?.hasPrefix(kernel.release + " ") == true, "\(path)")
             #expect(module.signature == nil, "\(path) was never signed")
-            #expect(try nm(["-u", path]).sorted() == module.undefinedSymbols, "undefined symbols of \(path)")
-            let exported = try nm([path]).filter { $0.hasPrefix("__ksymtab_") }.map { String($0.dropFirst("__ksymtab_".count)) }.sorted()
+            #expect(try await nm(["-u", path]).sorted() == module.undefinedSymbols, "undefined symbols of \(path)")
+            let exported = try await nm([path]).filter { $0.hasPrefix("__ksymtab_") }.map { String($0.dropFirst("__ksymtab_".count)) }.sorted()
             #expect(module.exports.map(\.symbol) == exported, "exports of \(path)")
             // Kbuild's Module.symvers for the tree says the same about each export.
             for export in module.exports {

@@ -9,10 +9,10 @@ import Testing
     static let sampleSize = 210
 
     @Test(arguments: InstalledKernel.all)
-    func fullOutputMatchesModinfo(kernel: InstalledKernel) throws {
+    func fullOutputMatchesModinfo(kernel: InstalledKernel) async throws {
         let sample = kernel.sample(Self.sampleSize)
         try #require(sample.count >= 200, "modules of \(kernel) are not installed; run scripts/setup")
-        let expected = try runTool(["modinfo"] + sample)
+        let expected = try await runTool(["modinfo"] + sample)
         var actual: [UInt8] = []
         for path in sample {
             let module = try ModuleFile.read(path: path, parts: [.modinfo, .signature])
@@ -23,7 +23,7 @@ import Testing
             for path in sample {
                 var one: [UInt8] = []
                 ModinfoFormatter.render(try ModuleFile.read(path: path), filename: path, into: &one)
-                let reference = Array(try runTool(["modinfo", path]))
+                let reference = Array(try await runTool(["modinfo", path]))
                 #expect(one == reference, "modinfo output differs for \(path)")
                 if one != reference { break }
             }
@@ -32,12 +32,12 @@ import Testing
     }
 
     @Test(arguments: InstalledKernel.all)
-    func fieldsMatchModinfoF(kernel: InstalledKernel) throws {
+    func fieldsMatchModinfoF(kernel: InstalledKernel) async throws {
         let sample = kernel.sample(Self.sampleSize)
         try #require(sample.count >= 200)
         let modules = try sample.map { try ModuleFile.read(path: $0, parts: [.modinfo, .signature]) }
         for field in ["vermagic", "depends", "license", "name", "srcversion", "parm", "signer", "sig_key", "filename"] {
-            let expected = try runTool(["modinfo", "-F", field] + sample)
+            let expected = try await runTool(["modinfo", "-F", field] + sample)
             var actual: [UInt8] = []
             for (path, module) in zip(sample, modules) {
                 ModinfoFormatter.renderField(field, module: module, filename: path, into: &actual)
