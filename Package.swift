@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
         .testTarget(name: "ConftestTests", dependencies: ["Conftest", "KernelTree"]),
         .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "NVBuildSupport", "ModuleELF"]),
-        .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
+        .testTarget(name: "ModuleGraphTests", dependencies: ["ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "DKMS", "Kbuild"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "nvbuild"]),
     ],
