@@ -39,7 +39,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "CElf", "CLzma", "CZstd", "CZlib"]),
+        .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "KernelTree", "CElf", "CLzma", "CZstd", "CZlib"]),
         .target(name: "ModuleGraph", dependencies: ["NVBuildSupport", "KernelTree", "ModuleELF", "CKmod"]),
         // A driver tree as files: what its Kbuild files declare, and the one way to copy it.
         .target(name: "SourceTree", dependencies: ["NVBuildSupport"]),
@@ -67,8 +67,8 @@ let package = Package(
         .testTarget(name: "SupportTests", dependencies: ["NVBuildSupport"]),
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
         .testTarget(name: "ConftestTests", dependencies: ["TestSupport", "Conftest", "KernelTree"]),
-        .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "ModuleELF"]),
-        .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "KernelTree", "CKmod"]),
+        .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "NVBuildSupport", "ModuleELF"]),
+        .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "SourceTree", "DKMS", "Kbuild"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "nvbuild"]),
     ],

@@ -149,8 +149,8 @@ public struct KbuildBuilder: Sendable {
             modules.append(
                 ModuleResult(
                     name: spec.name, path: path, built: exists && status == 0,
-                    size: exists ? ModuleFacts.size(path: path) : nil,
-                    vermagic: exists ? ModuleFacts.vermagic(path: path) : nil))
+                    size: exists ? BuiltModuleFacts.size(path: path) : nil,
+                    vermagic: exists ? BuiltModuleFacts.vermagic(path: path) : nil))
         }
         progress?(BuildProgress(label: request.label, phase: .finished, compiledObjects: 0, lastItem: nil))
         var result = KernelBuildResult(

@@ -1,5 +1,6 @@
 import CElf
 import Glibc
+import KernelTree
 
 /// One `key=value` string of `.modinfo`, kept as bytes so output matches modinfo byte for byte
 /// even when a value is not UTF-8.
@@ -19,18 +20,17 @@ public struct ModinfoEntry: Sendable, Equatable {
     }
 }
 
-/// A symbol the module exports through `__ksymtab*`.
-public struct ExportedSymbol: Sendable, Equatable, Codable {
-    public var name: String
-    public var gplOnly: Bool
-    public var namespace: String?
-}
-
 /// One `__versions` entry: the CRC the module was built against for an imported symbol.
+/// The one symbol-version type: inspect, the loader facts and the load simulation use it.
 public struct SymbolVersion: Sendable, Equatable, Codable {
     public var name: String
     /// 64-bit modules store the CRC in 8 bytes, 32-bit modules in 4.
     public var crc: UInt64
+
+    public init(name: String, crc: UInt64) {
+        self.name = name
+        self.crc = crc
+    }
 }
 
 /// One section header.
@@ -70,7 +70,9 @@ public struct ModuleFile: Sendable {
     public var elfClass: Int
     public var machine: UInt16
     public var modinfo: [ModinfoEntry] = []
-    public var exports: [ExportedSymbol] = []
+    /// What modpost would write to Module.symvers for this module: `__ksymtab*` exports
+    /// sorted by name, with the `__crc_` CRC (0 without modversions) and this module's name.
+    public var exports: [SymbolExport] = []
     public var undefinedSymbols: [String] = []
     public var versions: [SymbolVersion] = []
     public var sections: [SectionInfo] = []
@@ -116,6 +118,10 @@ public struct ModuleFile: Sendable {
             image, path: path, parts: parts, expectedMachine: expectedMachine)
         module.compression = compression
         module.fileSize = raw.count
+        if !module.exports.isEmpty {
+            let name = module.modinfo.first { $0.keyBytes == Array("name".utf8) }?.value ?? LoaderFacts.fileModuleName(path)
+            for index in module.exports.indices { module.exports[index].module = name }
+        }
         if parts.contains(.signature) {
             let placement: ModuleSignature.Placement = compression == .none ? .uncompressed : .signedThenCompressed
             module.signature = SignatureReader.read(image.buffer, placement: placement)?.0 ?? outerSignature?.0
@@ -243,7 +249,7 @@ enum ELFImage {
             if let index = firstSection(named: "__versions") {
                 module.versions = try versionEntries(contents(index), elfClass: elfClass, bigEndian: bytes[5] == 2, path: path)
             }
-            try readSymbols(elf: elf, headers: headers, contents: contents, into: &module, path: path)
+            try readSymbols(elf: elf, headers: headers, contents: contents, bigEndian: bytes[5] == 2, into: &module, path: path)
         }
         module.imageSize = bytes.count
         return module
@@ -309,7 +315,7 @@ enum ELFImage {
     }
 
     private static func readSymbols(
-        elf: OpaquePointer, headers: [(GElf_Shdr, String)], contents: (Int) -> UnsafeRawBufferPointer,
+        elf: OpaquePointer, headers: [(GElf_Shdr, String)], contents: (Int) -> UnsafeRawBufferPointer, bigEndian: Bool,
         into module: inout ModuleFile, path: String
     ) throws(ModuleReadError) {
         guard let symtabIndex = headers.indices.first(where: { headers[$0].0.sh_type == UInt32(SHT_SYMTAB) }) else { return }
@@ -323,6 +329,7 @@ enum ELFImage {
         let count = Int(min(symtab.sh_size / symtab.sh_entsize, UInt64(Int32.max)))
         var exported: [(name: String, section: Int)] = []
         var namespaceSymbols: [String: (section: Int, value: UInt64)] = [:]
+        var crcSymbols: [String: (section: Int, value: UInt64)] = [:]
         var undefined: [String] = []
         for index in 1..<max(count, 1) {
             var symbol = GElf_Sym()
@@ -341,9 +348,20 @@ enum ELFImage {
                 headers[sectionIndex].1.hasPrefix("__ksymtab")
             {
                 exported.append((String(name.dropFirst("__ksymtab_".count)), sectionIndex))
+            } else if name.hasPrefix("__crc_") {
+                crcSymbols[String(name.dropFirst("__crc_".count))] = (sectionIndex, symbol.st_value)
             } else if name.hasPrefix("__kstrtabns_"), sectionIndex < headers.count {
                 namespaceSymbols[String(name.dropFirst("__kstrtabns_".count))] = (sectionIndex, symbol.st_value)
             }
+        }
+        // A `__crc_` symbol's value: absolute, or the offset of the CRC in its section.
+        func crcValue(_ value: UInt64, section index: Int) -> UInt32 {
+            if index == Int(SHN_ABS) || index == Int(SHN_UNDEF) { return UInt32(truncatingIfNeeded: value) }
+            guard index < headers.count else { return 0 }
+            let bytes = contents(index)
+            guard bytes.count >= 4, value <= UInt64(bytes.count - 4) else { return 0 }
+            let raw = bytes.loadUnaligned(fromByteOffset: Int(value), as: UInt32.self)
+            return bigEndian ? UInt32(bigEndian: raw) : UInt32(littleEndian: raw)
         }
         module.exports = exported.map { entry in
             var namespace: String? = nil
@@ -356,8 +374,12 @@ enum ELFImage {
                     namespace = text.isEmpty ? nil : text
                 }
             }
-            return ExportedSymbol(name: entry.name, gplOnly: headers[entry.section].1.hasSuffix("_gpl"), namespace: namespace)
-        }.sorted { $0.name < $1.name }
+            let gplOnly = headers[entry.section].1.hasSuffix("_gpl")
+            return SymbolExport(
+                symbol: entry.name, module: "", crc: crcSymbols[entry.name].map { crcValue($0.value, section: $0.section) } ?? 0,
+                exportType: gplOnly ? "EXPORT_SYMBOL_GPL" : "EXPORT_SYMBOL",
+                namespace: namespace)
+        }.sorted { $0.symbol < $1.symbol }
         module.undefinedSymbols = undefined.sorted()
     }
 }

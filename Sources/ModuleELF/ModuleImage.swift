@@ -11,16 +11,38 @@ public enum ModuleImage {
         return try withExtendedLifetime(raw) {
             let compression = ModuleCompression.detect(raw.buffer)
             if compression == .none { return try body(raw.buffer, .none) }
-            // A signature appended after compressing sits outside the stream; the loader never sees it.
-            var payload = raw.buffer
-            if SignatureReader.hasMagic(raw.buffer),
-                let outer = SignatureReader.read(raw.buffer, placement: .compressedThenSigned)
-            {
-                payload = UnsafeRawBufferPointer(rebasing: raw.buffer[..<outer.1])
-            }
-            let image = try Decompressor.decompress(payload, format: compression, path: path)
+            let image = try decompressedImage(raw, format: compression, path: path)
             return try withExtendedLifetime(image) { try body(image.buffer, compression) }
         }
+    }
+
+    /// The bytes to hand the kernel's `finit_module` for the module at `path`, and their
+    /// format: the file as it is when it is uncompressed or in `kernelDecompresses` (the one
+    /// format the target kernel unpacks itself), else its ELF image decompressed here.
+    public static func bytesForLoading(
+        path: String, kernelDecompresses: ModuleCompression
+    ) throws(ModuleReadError) -> (bytes: [UInt8], compression: ModuleCompression) {
+        let raw = try ModuleBytes.map(path: path)
+        let compression = ModuleCompression.detect(raw.buffer)
+        if compression == .none || compression == kernelDecompresses {
+            return (Array(raw.buffer), compression)
+        }
+        let image = try decompressedImage(raw, format: compression, path: path)
+        return (Array(image.buffer), .none)
+    }
+
+    /// The ELF image inside a compressed file. A signature appended after compressing sits
+    /// outside the stream; the loader never sees it, so it is not part of the image.
+    private static func decompressedImage(
+        _ raw: ModuleBytes, format: ModuleCompression, path: String
+    ) throws(ModuleReadError) -> ModuleBytes {
+        var payload = raw.buffer
+        if SignatureReader.hasMagic(raw.buffer),
+            let outer = SignatureReader.read(raw.buffer, placement: .compressedThenSigned)
+        {
+            payload = UnsafeRawBufferPointer(rebasing: raw.buffer[..<outer.1])
+        }
+        return try Decompressor.decompress(payload, format: format, path: path)
     }
 
     /// The signature appended to an ELF image, read as libkmod reads it; nil when unsigned.

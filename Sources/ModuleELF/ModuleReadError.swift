@@ -12,6 +12,8 @@ public struct ModuleReadError: Error, Sendable, Equatable, CustomStringConvertib
         case badSectionTable(String)
         case sectionOutOfBounds(name: String, offset: UInt64, size: UInt64, fileSize: Int)
         case malformed(String)
+        /// Refused with libkmod's rules, which the loader facts follow.
+        case notLoadable(String)
         case decompression(format: ModuleCompression, detail: String)
         case tooLarge(limit: Int)
         case libelf(String)
@@ -45,6 +47,7 @@ public struct ModuleReadError: Error, Sendable, Equatable, CustomStringConvertib
         case .sectionOutOfBounds(let name, let offset, let size, let fileSize):
             return "section \(name) (offset \(offset), size \(size)) extends past the end of the file (\(fileSize) bytes)"
         case .malformed(let what): return "malformed module: \(what)"
+        case .notLoadable(let what): return "not a kernel module (\(what))"
         case .decompression(let format, let detail): return "corrupt \(format.rawValue) stream: \(detail)"
         case .tooLarge(let limit): return "decompressed image exceeds the \(limit >> 20) MiB limit"
         case .libelf(let what): return "libelf: \(what)"

@@ -31,6 +31,15 @@ public struct ModuleReport: Sendable, Codable, Equatable {
         public var alignment: UInt64
     }
 
+    /// An export as schema 1 spells it (`name`, `gplOnly`, `namespace`), from `SymbolExport`.
+    public struct Export: Sendable, Codable, Equatable {
+        public var name: String
+        public var gplOnly: Bool
+        public var namespace: String?
+        /// The `__crc_` CRC as `crcText` writes it; absent when the module has none (no modversions).
+        public var crc: String?
+    }
+
     public struct Version: Sendable, Codable, Equatable {
         public var name: String
         public var crc: String
@@ -45,7 +54,7 @@ public struct ModuleReport: Sendable, Codable, Equatable {
     public var machine: Int?
     public var modinfo: [Field]?
     public var signature: Signature?
-    public var exports: [ExportedSymbol]?
+    public var exports: [Export]?
     public var undefinedSymbols: [String]?
     public var versions: [Version]?
     public var sections: [Section]?
@@ -72,7 +81,9 @@ public struct ModuleReport: Sendable, Codable, Equatable {
                 trailerSize: signature.trailerSize, placement: signature.placement,
                 visibleToKernel: signature.placement != .compressedThenSigned)
         }
-        exports = module.exports
+        exports = module.exports.map {
+            Export(name: $0.symbol, gplOnly: $0.isGPLOnly, namespace: $0.namespace, crc: $0.crc == 0 ? nil : crcText(UInt64($0.crc)))
+        }
         undefinedSymbols = module.undefinedSymbols
         versions = module.versions.map { Version(name: $0.name, crc: crcText($0.crc)) }
         sections = module.sections.map {

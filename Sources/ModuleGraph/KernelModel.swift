@@ -1,5 +1,6 @@
 import Foundation
 import KernelTree
+import ModuleELF
 import NVBuildSupport
 
 /// What the target kernel's loader checks modules against: its exports
@@ -18,19 +19,13 @@ public struct KernelModel: Sendable {
     public var signatureEnforced: Bool
     public var allowMissingNamespaceImports: Bool
     public var forceLoad: Bool
-    public var inKernelDecompression: Bool
-    /// Exports by symbol; `owner` is "vmlinux" or a module name.
-    public var exports: [String: Export]
+    /// The format the kernel decompresses modules in itself; `.none` without CONFIG_MODULE_DECOMPRESS.
+    public var kernelDecompression: ModuleCompression
+    /// Exports by symbol, as Module.symvers lists them, except that `module` is the
+    /// owner's name: "vmlinux" or a module name (`-` as `_`, no directory or suffix).
+    public var exports: [String: SymbolExport]
     /// Modules compiled into the kernel (modules.builtin).
     public var builtinModules: Set<String>
-
-    public struct Export: Sendable, Equatable {
-        public var symbol: String
-        public var crc: UInt32?
-        public var gplOnly: Bool
-        public var namespace: String?
-        public var owner: String
-    }
 
     /// Builds the model of an installed kernel: its build tree for Module.symvers
     /// and .config, its module tree for a reference module (vermagic, signer,
@@ -39,13 +34,13 @@ public struct KernelModel: Sendable {
         release = target.release
         let numbers = target.release.split(whereSeparator: { !$0.isNumber }).prefix(2).compactMap { Int($0) }
         version = (numbers.first ?? 0, numbers.count > 1 ? numbers[1] : 0)
-        let config = KernelConfig(parsing: (try? String(contentsOfFile: target.configPath, encoding: .utf8)) ?? "")
+        let config = target.config
         modversions = config.isEnabled("MODVERSIONS")
         moduleSignatures = config.isEnabled("MODULE_SIG")
         signatureEnforced = config.isEnabled("MODULE_SIG_FORCE")
         allowMissingNamespaceImports = config.isEnabled("MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS")
         forceLoad = config.isEnabled("MODULE_FORCE_LOAD")
-        inKernelDecompression = config.isEnabled("MODULE_DECOMPRESS")
+        kernelDecompression = Self.decompression(config)
         guard FileManager.default.fileExists(atPath: target.moduleSymversPath) else {
             throw UserError(
                 .environment,
@@ -82,16 +77,30 @@ public struct KernelModel: Sendable {
         // Lines come grouped by module: name each module once.
         var previousModule: String?
         var owner = ""
-        let withCRC = modversions
         ModuleSymvers.forEachExport(in: text) { export in
             if export.module != previousModule {
                 previousModule = export.module
                 owner = export.module == "vmlinux" ? "vmlinux" : Self.moduleName(fromPath: export.module)
             }
-            exports[export.symbol] = Export(
-                symbol: export.symbol, crc: withCRC ? export.crc : nil, gplOnly: export.isGPLOnly,
-                namespace: export.namespace, owner: owner)
+            var owned = export
+            owned.module = owner
+            exports[export.symbol] = owned
         }
+    }
+
+    /// The CRC the kernel checks a user of `export` against: none without modversions.
+    public func checkedCRC(_ export: SymbolExport) -> UInt32? {
+        modversions ? export.crc : nil
+    }
+
+    /// The one format the kernel's module_decompress unpacks: the CONFIG_MODULE_COMPRESS_*
+    /// it was built with, when CONFIG_MODULE_DECOMPRESS is set.
+    public static func decompression(_ config: KernelConfig) -> ModuleCompression {
+        guard config.isEnabled("MODULE_DECOMPRESS") else { return .none }
+        if config.isEnabled("MODULE_COMPRESS_XZ") { return .xz }
+        if config.isEnabled("MODULE_COMPRESS_ZSTD") { return .zstd }
+        if config.isEnabled("MODULE_COMPRESS_GZIP") { return .gzip }
+        return .none
     }
 
     static func moduleName(fromPath path: String) -> String {

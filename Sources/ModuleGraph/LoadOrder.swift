@@ -99,13 +99,13 @@ extension ModuleTree {
     }
 
     private func dryRun(_ module: OpaquePointer) -> [DependencyListing.Action] {
-        Self.dryRunLock.lock()
-        defer { Self.dryRunLock.unlock() }
-        Self.collectedActions.withLock { $0.removeAll() }
-        _ = kmod_module_probe_insert_module(module, UInt32(Self.showDependsFlags), nil, nil, nil, recordAction)
-        return Self.collectedActions.withLock { actions in
-            defer { actions.removeAll() }
-            return actions
+        Self.dryRunTurn.withLock { _ in
+            Self.collectedActions.withLock { $0.removeAll() }
+            _ = kmod_module_probe_insert_module(module, UInt32(Self.showDependsFlags), nil, nil, nil, recordAction)
+            return Self.collectedActions.withLock { actions in
+                defer { actions.removeAll() }
+                return actions
+            }
         }
     }
 

@@ -3,15 +3,59 @@ import Foundation
 import NVBuildSupport
 
 /// The modules a verify or try run loads, in order, and what was noticed on the way.
-public struct LoadPlan: Sendable, Equatable, Codable {
+public struct LoadPlan: Sendable, Equatable {
     public var loads: [PlannedLoad]
-    /// Arguments that named nothing loadable, and dependency cycles.
-    public var problems: [String]
+    /// Arguments that named nothing loadable, install commands, dependency cycles.
+    public var problems: [Diagnostic]
     /// Modules compiled into the kernel that the order mentions (nothing to load).
     public var builtin: [String]
+
+    public init(loads: [PlannedLoad], problems: [Diagnostic], builtin: [String]) {
+        self.loads = loads
+        self.problems = problems
+        self.builtin = builtin
+    }
+
+    /// The message that starts every dependency-cycle diagnostic.
+    static let cyclePrefix = "dependency cycle: "
+
+    /// The cycles among the problems, each as the modules on it in order (first repeated last).
+    public var cycles: [[String]] {
+        problems.compactMap { problem in
+            guard problem.message.hasPrefix(Self.cyclePrefix) else { return nil }
+            return problem.message.dropFirst(Self.cyclePrefix.count).components(separatedBy: " -> ")
+        }
+    }
+}
+
+/// JSON: `diagnostics` holds the typed problems; `problems` keeps the schema-1 strings
+/// (file, then message) for readers written before them (docs/inspect-json-schema.md).
+extension LoadPlan: Codable {
+    enum CodingKeys: String, CodingKey { case loads, problems, diagnostics, builtin }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        loads = try container.decode([PlannedLoad].self, forKey: .loads)
+        builtin = try container.decode([String].self, forKey: .builtin)
+        if let diagnostics = try container.decodeIfPresent([Diagnostic].self, forKey: .diagnostics) {
+            problems = diagnostics
+        } else {
+            problems = try container.decode([String].self, forKey: .problems).map { .warning($0) }
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(loads, forKey: .loads)
+        try container.encode(builtin, forKey: .builtin)
+        try container.encode(problems, forKey: .diagnostics)
+        try container.encode(problems.map { ($0.file.map { $0 + ": " } ?? "") + $0.message }, forKey: .problems)
+    }
 }
 
 extension ModuleTree {
+    static let lookupRemedy = "check the name, or pass the module file's path"
+
     /// Resolves arguments (names, aliases, module files) to module files in
     /// load order. With `dependencies`, each argument brings its dependencies
     /// first, as modprobe would, and a module is loaded once; without, exactly
@@ -23,7 +67,7 @@ extension ModuleTree {
             // A module appears in the listing of every module that depends on it.
             var names: [String: String] = [:]
             for listing in dependencyListings(for: arguments) {
-                if let error = listing.error { plan.problems.append(error) }
+                if let error = listing.error { plan.problems.append(.warning(error, remedy: Self.lookupRemedy)) }
                 for action in listing.actions {
                     switch action.kind {
                     case .insmod:
@@ -39,7 +83,8 @@ extension ModuleTree {
                     case .builtin:
                         if !plan.builtin.contains(action.module) { plan.builtin.append(action.module) }
                     case .install:
-                        plan.problems.append("\(action.module): modprobe would run an install command instead of loading it: \(action.command ?? "")")
+                        plan.problems.append(.warning(
+                            "\(action.module): modprobe would run an install command instead of loading it: \(action.command ?? "")"))
                     }
                 }
             }
@@ -50,7 +95,7 @@ extension ModuleTree {
                     if let name = moduleName(ofFile: argument) {
                         plan.loads.append(PlannedLoad(name: name, path: argument))
                     } else {
-                        plan.problems.append("\(argument): not a readable kernel module")
+                        plan.problems.append(.warning("not a readable kernel module", file: argument))
                     }
                     continue
                 }
@@ -60,7 +105,7 @@ extension ModuleTree {
                 } else if let last = listing.actions.last, last.kind == .builtin {
                     plan.builtin.append(last.module)
                 } else {
-                    plan.problems.append(listing.error ?? "\(argument): nothing to load")
+                    plan.problems.append(listing.error.map { .warning($0, remedy: Self.lookupRemedy) } ?? .warning("\(argument): nothing to load"))
                 }
             }
         }
@@ -69,7 +114,7 @@ extension ModuleTree {
 
     /// Cycles in the `depends` of the planned modules (depmod refuses them; the
     /// kernel reports the unresolved symbols).
-    func dependencyCycles(among loads: [PlannedLoad]) -> [String] {
+    func dependencyCycles(among loads: [PlannedLoad]) -> [Diagnostic] {
         var depends: [String: [String]] = [:]
         // depmod already refused cycles among the tree's own modules, and those
         // never depend on modules from elsewhere: only outside modules can close one.
@@ -81,7 +126,7 @@ extension ModuleTree {
             depends[load.name] = modinfoValues(module, key: "depends").flatMap { $0.split(separator: ",").map { $0.replacingOccurrences(of: "-", with: "_") } }
             kmod_module_unref(module)
         }
-        var problems: [String] = []
+        var problems: [Diagnostic] = []
         var reported: Set<String> = []
         for start in outside.map(\.name) {
             // Depth-first search for a path back to the start.
@@ -93,7 +138,9 @@ extension ModuleTree {
                         let cycle = path + [start]
                         let key = Set(cycle).sorted().joined(separator: ",")
                         if reported.insert(key).inserted {
-                            problems.append("dependency cycle: \(cycle.joined(separator: " -> "))")
+                            problems.append(.warning(
+                                LoadPlan.cyclePrefix + cycle.joined(separator: " -> "),
+                                remedy: "neither module can load first; break the cycle in their sources"))
                         }
                     } else if seen.insert(next).inserted {
                         stack.append((next, path + [next]))

@@ -1,4 +1,6 @@
 import Foundation
+import KernelTree
+import ModuleELF
 import NVBuildSupport
 
 /// One module to load, in order.
@@ -67,15 +69,17 @@ public struct LoaderSimulation {
 
     public init(kernel: KernelModel) {
         self.kernel = kernel
-        visibleExports = kernel.exports.filter { $0.value.owner == "vmlinux" }
+        visibleExports = kernel.exports.compactMapValues { export in
+            export.module == "vmlinux" ? Visible(export: export, crc: kernel.checkedCRC(export)) : nil
+        }
     }
 
     /// Loads every module in order, returning one result each.
-    public mutating func load(_ plan: [ModuleFacts]) -> [LoadResult] {
+    public mutating func load(_ plan: [LoaderFacts]) -> [LoadResult] {
         plan.map { load($0) }
     }
 
-    public mutating func load(_ module: ModuleFacts) -> LoadResult {
+    public mutating func load(_ module: LoaderFacts) -> LoadResult {
         let name = module.name
         var messages: [String] = []
         func fail(_ errno: Int32) -> LoadResult {
@@ -98,8 +102,9 @@ public struct LoaderSimulation {
 
         // module_layout: the CRC of the kernel's module ABI, before vermagic.
         if kernel.modversions {
-            let recorded = module.versions?.first { $0.symbol == "module_layout" }?.crc
-            if !checkVersion(module, symbol: "module_layout", recorded: recorded, exportCRC: kernel.exports["module_layout"]?.crc, messages: &messages) {
+            let recorded = module.versions?.first { $0.name == "module_layout" }?.crc
+            let layoutCRC = kernel.exports["module_layout"].flatMap { kernel.checkedCRC($0) }
+            if !checkVersion(module, symbol: "module_layout", recorded: recorded, exportCRC: layoutCRC, messages: &messages) {
                 return fail(8)
             }
         }
@@ -140,18 +145,19 @@ public struct LoaderSimulation {
         for undefined in module.undefinedSymbols {
             let symbol = undefined.symbol
             var error: Int32 = 0
-            if let export = available(symbol), !(export.gplOnly && modulePropietary) {
-                if export.gplOnly { usingGPLOnly = true }
-                if export.owner != "vmlinux", loaded[export.owner]?.proprietary == true {
+            if let visible = available(symbol), !(visible.export.isGPLOnly && modulePropietary) {
+                let export = visible.export
+                if export.isGPLOnly { usingGPLOnly = true }
+                if export.module != "vmlinux", loaded[export.module]?.proprietary == true {
                     if usingGPLOnly {
-                        messages.append("\(name): module using GPL-only symbols uses symbols \(symbol) from proprietary module \(export.owner).")
+                        messages.append("\(name): module using GPL-only symbols uses symbols \(symbol) from proprietary module \(export.module).")
                         error = 2
                     } else if !modulePropietary {
-                        messages.append("\(name): module uses symbols \(symbol) from proprietary module \(export.owner), inheriting taint.")
+                        messages.append("\(name): module uses symbols \(symbol) from proprietary module \(export.module), inheriting taint.")
                         modulePropietary = true
                     }
                 }
-                if error == 0, !checkVersion(module, symbol: symbol, recorded: undefined.versionCRC, exportCRC: export.crc, messages: &messages) {
+                if error == 0, !checkVersion(module, symbol: symbol, recorded: undefined.versionCRC, exportCRC: visible.crc, messages: &messages) {
                     error = 22
                 }
                 if error == 0, let namespace = export.namespace, !namespace.isEmpty,
@@ -179,7 +185,7 @@ public struct LoaderSimulation {
         // Exports must not clash with what is already there.
         for export in module.exports {
             if let existing = available(export.symbol) {
-                messages.append("\(name): exports duplicate symbol \(export.symbol) (owned by \(existing.owner == "vmlinux" ? "kernel" : existing.owner))")
+                messages.append("\(name): exports duplicate symbol \(export.symbol) (owned by \(existing.export.module == "vmlinux" ? "kernel" : existing.export.module))")
                 return fail(8)
             }
         }
@@ -192,22 +198,29 @@ public struct LoaderSimulation {
     /// What a module being loaded can link against: vmlinux's exports, then those of
     /// each module once it is live. No entry is ever replaced by another owner's: a
     /// module exporting a symbol that is already available fails to load.
-    private var visibleExports: [String: KernelModel.Export]
+    private var visibleExports: [String: Visible]
 
-    private func available(_ symbol: String) -> KernelModel.Export? {
+    /// An export with the CRC the kernel checks users against (nil: none to check).
+    struct Visible {
+        var export: SymbolExport
+        var crc: UInt32?
+    }
+
+    private func available(_ symbol: String) -> Visible? {
         visibleExports[symbol]
     }
 
     /// Exports become visible once their module is live; Module.symvers facts
     /// (GPL-only, namespace, CRC) win over what the file alone can tell.
-    private mutating func loadedExports(of module: ModuleFacts) {
+    private mutating func loadedExports(of module: LoaderFacts) {
         for symbol in module.exports {
-            if let known = kernel.exports[symbol.symbol], known.owner == module.name {
-                visibleExports[symbol.symbol] = known
+            if let known = kernel.exports[symbol.symbol], known.module == module.name {
+                visibleExports[symbol.symbol] = Visible(export: known, crc: kernel.checkedCRC(known))
             } else {
-                visibleExports[symbol.symbol] = KernelModel.Export(
-                    symbol: symbol.symbol, crc: kernel.modversions && symbol.crc != 0 ? symbol.crc : nil,
-                    gplOnly: false, namespace: nil, owner: module.name)
+                // The file alone: no GPL-only or namespace facts; CRC 0 means it has none.
+                visibleExports[symbol.symbol] = Visible(
+                    export: SymbolExport(symbol: symbol.symbol, module: module.name, crc: symbol.crc),
+                    crc: kernel.modversions && symbol.crc != 0 ? symbol.crc : nil)
             }
         }
     }
@@ -215,14 +228,15 @@ public struct LoaderSimulation {
     /// The kernel's check_version: true when the symbol may be used. `recorded` is the
     /// CRC of the module's first `__versions` entry for the symbol.
     private mutating func checkVersion(
-        _ module: ModuleFacts, symbol: String, recorded: UInt32?, exportCRC: UInt32?, messages: inout [String]
+        _ module: LoaderFacts, symbol: String, recorded: UInt64?, exportCRC: UInt32?, messages: inout [String]
     ) -> Bool {
         guard let exportCRC else { return true }
         guard module.versions != nil else {
             return forceLoad(module.name, reason: "no versions for imported symbols", messages: &messages)
         }
         if let crc = recorded {
-            if crc == exportCRC { return true }
+            // check_version compares the module's unsigned long with the kernel's u32.
+            if crc == UInt64(exportCRC) { return true }
             messages.append("\(module.name): disagrees about version of symbol \(symbol)")
             return false
         }
@@ -241,7 +255,7 @@ public struct LoaderSimulation {
         return true
     }
 
-    private mutating func taintMessages(_ module: ModuleFacts, proprietary: Bool, into messages: inout [String]) {
+    private mutating func taintMessages(_ module: LoaderFacts, proprietary: Bool, into messages: inout [String]) {
         if !module.intree {
             if !taintedOutOfTree { messages.append("\(module.name): loading out-of-tree module taints kernel.") }
             taintedOutOfTree = true

@@ -47,10 +47,11 @@ public final class ModuleTree {
     }
 
     /// Actions the dry run reported, in order. `print_action` carries no user
-    /// pointer, so the callback can only reach a global; the lock around each
-    /// dry run keeps concurrent trees from mixing their lines.
+    /// pointer, so the callback can only reach a global; `dryRunTurn`, held for
+    /// each whole dry run, keeps concurrent trees from mixing their lines (the
+    /// callback takes `collectedActions` itself, so that one cannot be held across).
     static let collectedActions = Mutex<[DependencyListing.Action]>([])
-    static let dryRunLock = NSLock()
+    static let dryRunTurn = Mutex(())
 }
 
 /// What `modprobe --show-depends` would print for one argument.

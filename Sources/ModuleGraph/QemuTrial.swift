@@ -1,4 +1,6 @@
 import Foundation
+import KernelTree
+import ModuleELF
 import NVBuildSupport
 
 /// Ground truth: boots the target kernel under qemu with an initramfs whose
@@ -6,17 +8,27 @@ import NVBuildSupport
 /// module, in order, and reports errno and the kernel's messages per load.
 public struct QemuTrial: Sendable {
     public var kernelImage: String
-    /// Whether the kernel decompresses modules itself (CONFIG_MODULE_DECOMPRESS).
-    public var inKernelDecompression: Bool
+    /// The format the kernel decompresses modules in itself (CONFIG_MODULE_DECOMPRESS);
+    /// modules in any other format are decompressed here before the boot.
+    public var kernelDecompression: ModuleCompression
     /// A boot that has not powered off by then is killed and reported.
     public var timeoutSeconds: Int
     public var memoryMegabytes: Int
 
-    public init(kernelImage: String, inKernelDecompression: Bool, timeoutSeconds: Int = 180, memoryMegabytes: Int = 1024) {
+    public init(kernelImage: String, kernelDecompression: ModuleCompression, timeoutSeconds: Int = 180, memoryMegabytes: Int = 1024) {
         self.kernelImage = kernelImage
-        self.inKernelDecompression = inKernelDecompression
+        self.kernelDecompression = kernelDecompression
         self.timeoutSeconds = timeoutSeconds
         self.memoryMegabytes = memoryMegabytes
+    }
+
+    /// The trial for an installed kernel: its image in /boot and the decompression its
+    /// configuration provides.
+    public init(target: KernelTarget, timeoutSeconds: Int = 180, memoryMegabytes: Int = 1024) {
+        self.init(
+            kernelImage: "/boot/vmlinuz-\(target.release)",
+            kernelDecompression: KernelModel.decompression(target.config),
+            timeoutSeconds: timeoutSeconds, memoryMegabytes: memoryMegabytes)
     }
 
     public struct Outcome: Sendable {
@@ -45,25 +57,22 @@ public struct QemuTrial: Sendable {
         archive.addFile("init", contents: loader, mode: 0o755)
         var planText = ""
         for (index, load) in loads.enumerated() {
-            var data = try Data(contentsOf: URL(fileURLWithPath: load.path))
+            let file: (bytes: [UInt8], compression: ModuleCompression)
+            do {
+                file = try ModuleImage.bytesForLoading(path: load.path, kernelDecompresses: kernelDecompression)
+            } catch {
+                throw UserError(.environment, "\(error.description); the qemu boot needs every module readable")
+            }
             var flags = 0
             var suffix = ".ko"
-            if load.path.hasSuffix(".xz") {
-                if inKernelDecompression {
-                    flags = 4  // MODULE_INIT_COMPRESSED_FILE
-                    suffix = ".ko.xz"
-                } else {
-                    data = try ModuleSections.decompressXZ(data, path: load.path)
-                }
-            } else if load.path.hasSuffix(".zst") || load.path.hasSuffix(".gz") {
-                guard inKernelDecompression else {
-                    throw UserError(.environment, "\(load.path): only xz-compressed modules can be unpacked for a kernel without CONFIG_MODULE_DECOMPRESS; decompress it first")
-                }
-                flags = 4
-                suffix = load.path.hasSuffix(".zst") ? ".ko.zst" : ".ko.gz"
+            switch file.compression {
+            case .none: break
+            case .xz, .zstd, .gzip:
+                flags = 4  // MODULE_INIT_COMPRESSED_FILE: the kernel unpacks it
+                suffix = file.compression == .xz ? ".ko.xz" : file.compression == .zstd ? ".ko.zst" : ".ko.gz"
             }
             let name = "m/\(index)\(suffix)"
-            archive.addFile(name, contents: data, mode: 0o644)
+            archive.addFile(name, contents: Data(file.bytes), mode: 0o644)
             planText += "\(flags) /\(name)\n"
         }
         archive.addFile("plan", contents: Data(planText.utf8), mode: 0o644)

@@ -1,4 +1,5 @@
 import Foundation
+import ModuleELF
 import NVBuildSupport
 
 /// A verify or try run: what was planned and what each load did.
@@ -33,14 +34,15 @@ extension ModuleTree {
             }
         }
         let facts = try await Self.facts(
-            ofFiles: plan.loads.map(\.path), kernelLayoutCRC: model.exports["module_layout"]?.crc)
+            ofFiles: plan.loads.map(\.path), kernelLayoutCRC: model.exports["module_layout"].flatMap { model.checkedCRC($0) })
         var simulation = LoaderSimulation(kernel: model)
         var results = simulation.load(facts)
         for index in results.indices {
             results[index].module = plan.loads[index].name
-            for problem in plan.problems where problem.hasPrefix("dependency cycle:") {
-                if problem.contains(" \(plan.loads[index].name) ") || problem.contains(": \(plan.loads[index].name) ") {
-                    results[index].notes.append(problem)
+            for problem in plan.problems where problem.message.hasPrefix(LoadPlan.cyclePrefix) {
+                let message = problem.message
+                if message.contains(" \(plan.loads[index].name) ") || message.contains(": \(plan.loads[index].name) ") {
+                    results[index].notes.append(message)
                 }
             }
         }
@@ -49,23 +51,44 @@ extension ModuleTree {
 }
 
 extension ModuleTree {
+    /// Reads the loader-relevant facts of a module file (see `LoaderFacts.read`).
+    public func facts(ofFile path: String, kernelLayoutCRC: UInt32? = nil) throws -> LoaderFacts {
+        try Self.facts(ofFile: path, kernelLayoutCRC: kernelLayoutCRC)
+    }
+
+    /// `LoaderFacts.read`, its failures said as the user's problem.
+    static func facts(ofFile path: String, kernelLayoutCRC: UInt32?) throws -> LoaderFacts {
+        do {
+            return try LoaderFacts.read(path: path, kernelLayoutCRC: kernelLayoutCRC)
+        } catch {
+            switch error.problem {
+            case .unreadable, .notRegularFile:
+                throw UserError(.environment, "\(path): cannot read this module file; check the path and its permissions")
+            case .notLoadable(let what):
+                throw UserError(.environment, "\(path): not a kernel module (\(what)); pass a .ko file")
+            default:
+                throw UserError(.environment, "\(path): not a kernel module (\(error.detail))")
+            }
+        }
+    }
+
     /// Facts of many files, read by one task per core. Decompressing .ko.xz dominates.
     public static func facts(
         ofFiles paths: [String], kernelLayoutCRC: UInt32? = nil, tasks: Int = ProcessInfo.processInfo.activeProcessorCount
-    ) async throws -> [ModuleFacts] {
+    ) async throws -> [LoaderFacts] {
         let taskCount = max(1, min(tasks, paths.count / 64))
         if taskCount == 1 {
-            return try paths.map { try ModuleFacts.read(path: $0, kernelLayoutCRC: kernelLayoutCRC) }
+            return try paths.map { try facts(ofFile: $0, kernelLayoutCRC: kernelLayoutCRC) }
         }
-        return try await withThrowingTaskGroup(of: [(Int, ModuleFacts)].self) { group in
+        return try await withThrowingTaskGroup(of: [(Int, LoaderFacts)].self) { group in
             for worker in 0..<taskCount {
                 group.addTask {
                     try Swift.stride(from: worker, to: paths.count, by: taskCount).map {
-                        ($0, try ModuleFacts.read(path: paths[$0], kernelLayoutCRC: kernelLayoutCRC))
+                        ($0, try facts(ofFile: paths[$0], kernelLayoutCRC: kernelLayoutCRC))
                     }
                 }
             }
-            var ordered = [ModuleFacts?](repeating: nil, count: paths.count)
+            var ordered = [LoaderFacts?](repeating: nil, count: paths.count)
             for try await chunk in group {
                 for (index, facts) in chunk { ordered[index] = facts }
             }

@@ -103,7 +103,7 @@ struct InspectCommand: AsyncParsableCommand {
         let machine: UInt16? = anyMachine ? nil : ModuleFile.hostMachine
         let render = Renderer(
             field: field, symbols: symbols, sections: sections, signature: signature, json: json)
-        let failures = ParallelInspector.run(
+        let failures = await ParallelInspector.run(
             paths: files, workers: jobs ?? ProcessInfo.processInfo.activeProcessorCount
         ) { path in
             let filename = ModinfoFormatter.absolutePath(path, currentDirectory: directory)
@@ -195,7 +195,7 @@ struct Renderer: Sendable {
     private func renderSymbols(_ module: ModuleFile, into output: inout [UInt8]) {
         var text = "exports:        \(module.exports.count)\n"
         for symbol in module.exports {
-            text += "  \(symbol.gplOnly ? "EXPORT_SYMBOL_GPL" : "EXPORT_SYMBOL    ") \(symbol.name)"
+            text += "  \(symbol.isGPLOnly ? "EXPORT_SYMBOL_GPL" : "EXPORT_SYMBOL    ") \(symbol.symbol)"
             if let namespace = symbol.namespace { text += " [\(namespace)]" }
             text += "\n"
         }
@@ -225,67 +225,57 @@ private extension String {
     }
 }
 
-/// Reads files on worker threads and prints results in argument order as soon as each is ready.
+/// Reads files in a bounded task group and prints results in argument order as soon as
+/// each is ready.
 enum ParallelInspector {
     enum Outcome: Sendable {
         case success([UInt8])
         case failure(ModuleReadError, [UInt8])
     }
 
-    private final class Slots: @unchecked Sendable {
-        let condition = NSCondition()
-        var outcomes: [Outcome?]
-        var next = 0
-        init(count: Int) { outcomes = Array(repeating: nil, count: count) }
-    }
-
-    /// Returns the number of files that failed.
-    static func run(paths: [String], workers: Int, work: @escaping @Sendable (String) -> Outcome) -> Int {
-        let slots = Slots(count: paths.count)
-        let workerCount = max(1, min(workers, paths.count))
-        for _ in 0..<workerCount {
-            let thread = Thread {
-                while true {
-                    slots.condition.lock()
-                    let index = slots.next
-                    slots.next += 1
-                    slots.condition.unlock()
-                    guard index < paths.count else { return }
-                    let outcome = work(paths[index])
-                    slots.condition.lock()
-                    slots.outcomes[index] = outcome
-                    slots.condition.broadcast()
-                    slots.condition.unlock()
+    /// Returns the number of files that failed. At most `workers` files are in work at
+    /// once: a new one starts each time one finishes.
+    static func run(paths: [String], workers: Int, work: @escaping @Sendable (String) -> Outcome) async -> Int {
+        let width = max(1, min(workers, paths.count))
+        return await withTaskGroup(of: (Int, Outcome).self) { group in
+            var started = 0
+            func startNext() {
+                guard started < paths.count else { return }
+                let index = started
+                started += 1
+                group.addTask { (index, work(paths[index])) }
+            }
+            for _ in 0..<width { startNext() }
+            var failures = 0
+            var pending: [UInt8] = []
+            pending.reserveCapacity(1 << 17)
+            // Outcomes that finished ahead of an earlier file, held until it is printed.
+            var waiting: [Int: Outcome] = [:]
+            var nextToPrint = 0
+            while let (index, outcome) = await group.next() {
+                startNext()
+                waiting[index] = outcome
+                while let ready = waiting.removeValue(forKey: nextToPrint) {
+                    nextToPrint += 1
+                    switch ready {
+                    case .success(let bytes):
+                        pending.append(contentsOf: bytes)
+                    case .failure(let error, let bytes):
+                        // Keep stdout and stderr in order for a reader watching both.
+                        Terminal.writeRaw(pending)
+                        pending.removeAll(keepingCapacity: true)
+                        failures += 1
+                        Terminal.error(error.description)
+                        pending.append(contentsOf: bytes)
+                    }
+                    if pending.count >= 1 << 16 {
+                        Terminal.writeRaw(pending)
+                        pending.removeAll(keepingCapacity: true)
+                    }
                 }
             }
-            thread.start()
+            Terminal.writeRaw(pending)
+            return failures
         }
-        var failures = 0
-        var pending: [UInt8] = []
-        pending.reserveCapacity(1 << 17)
-        for index in paths.indices {
-            slots.condition.lock()
-            while slots.outcomes[index] == nil { slots.condition.wait() }
-            let outcome = slots.outcomes[index]!
-            slots.outcomes[index] = nil
-            slots.condition.unlock()
-            switch outcome {
-            case .success(let bytes):
-                pending.append(contentsOf: bytes)
-            case .failure(let error, let bytes):
-                // Keep stdout and stderr in order for a reader watching both.
-                Terminal.writeRaw(pending)
-                pending.removeAll(keepingCapacity: true)
-                failures += 1
-                Terminal.error(error.description)
-                pending.append(contentsOf: bytes)
-            }
-            if pending.count >= 1 << 16 {
-                Terminal.writeRaw(pending)
-                pending.removeAll(keepingCapacity: true)
-            }
-        }
-        Terminal.writeRaw(pending)
-        return failures
     }
 }

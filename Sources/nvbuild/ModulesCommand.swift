@@ -114,7 +114,7 @@ struct LoadOptions: ParsableArguments {
         if json {
             try Terminal.json(report)
         } else {
-            for problem in report.plan.problems { Terminal.warning(problem) }
+            for problem in report.plan.problems { Terminal.report(problem) }
             for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
             for result in report.results {
                 let verdict = result.loads ? Terminal.styled("loads", .green) : Terminal.styled("fails", .red)
@@ -170,14 +170,12 @@ struct ModulesTryCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (_, target, plan) = try options.prepare()
-        let config = KernelConfig(parsing: (try? String(contentsOfFile: target.configPath, encoding: .utf8)) ?? "")
-        let trial = QemuTrial(
-            kernelImage: "/boot/vmlinuz-\(target.release)",
-            inKernelDecompression: config.isEnabled("MODULE_DECOMPRESS"),
-            timeoutSeconds: timeout)
+        let trial = QemuTrial(target: target, timeoutSeconds: timeout)
         let outcome = try await trial.run(plan.loads)
         var report = LoadReport(kernel: target.release, method: "qemu", plan: plan, results: outcome.results)
-        if !outcome.completed { report.plan.problems.append("the qemu boot did not run to completion") }
+        if !outcome.completed {
+            report.plan.problems.append(.warning("the qemu boot did not run to completion", remedy: "raise --timeout if the kernel boots slowly here"))
+        }
         try options.finish(report)
     }
 }

@@ -1,10 +1,11 @@
 import Foundation
+import NVBuildSupport
 import Testing
 
 /// `nvbuild inspect` on several files, one of them broken: the good ones print exactly
 /// what modinfo prints, the broken one gets one error line, and the status is 1.
 @Suite struct InspectCommandTests {
-    @Test func goodFilesMatchModinfoAndACorruptOneIsNamed() throws {
+    @Test func goodFilesMatchModinfoAndACorruptOneIsNamed() async throws {
         let kernel = try CLI.standardKernel("6.1.")
         let directory = "/lib/modules/\(kernel)/kernel"
         let good = [directory + "/fs/fat/fat.ko", directory + "/drivers/usb/storage/usb-storage.ko"]
@@ -20,15 +21,9 @@ import Testing
         let result = try CLI.run(["inspect", good[0], corrupt, good[1]])
         #expect(result.status == 1, "\(result.stderr)")
 
-        let modinfo = Process()
-        modinfo.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        modinfo.arguments = ["modinfo"] + good
-        let output = Pipe()
-        modinfo.standardOutput = output
-        try modinfo.run()
-        let expected = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        modinfo.waitUntilExit()
-        #expect(modinfo.terminationStatus == 0)
+        let modinfo = try await ProcessRunner().run(["modinfo"] + good)
+        let expected = modinfo.standardOutput
+        #expect(modinfo.succeeded)
         #expect(!expected.isEmpty)
         #expect(result.stdout == expected)
 

@@ -113,12 +113,12 @@ import Testing
         expectError(scratch.write("bad.ko.gz", [0x1F, 0x8B, 0x08, 0x00, 0x01, 0x02]), containing: "gzip")
     }
 
-    @Test func zstdAndGzipModulesReadLikeTheOriginal() throws {
+    @Test func zstdAndGzipModulesReadLikeTheOriginal() async throws {
         // Compress a real module with the real tools; the contents must not change.
         let scratch = try ScratchDirectory()
         let plain = scratch.write("usb-storage.ko", try bytes(Self.plainPath))
-        try runTool(["zstd", "-q", "-k", plain])
-        try runTool(["gzip", "-k", plain])
+        try await runTool(["zstd", "-q", "-k", plain])
+        try await runTool(["gzip", "-k", plain])
         let original = try ModuleFile.read(path: plain)
         for (suffix, format) in [(".zst", ModuleCompression.zstd), (".gz", .gzip)] {
             let module = try ModuleFile.read(path: plain + suffix)
@@ -129,7 +129,7 @@ import Testing
         }
     }
 
-    @Test func signatureAppendedAfterCompressing() throws {
+    @Test func signatureAppendedAfterCompressing() async throws {
         // A signature outside the xz stream: readable, but reported as invisible to the kernel.
         let scratch = try ScratchDirectory()
         let plain = try ModuleFile.read(path: Self.plainPath)
@@ -138,7 +138,7 @@ import Testing
         let unsigned = Array(image.prefix(image.count - signed.trailerSize))
         let trailer = Array(image.suffix(signed.trailerSize))
         let unsignedPath = scratch.write("m.ko", unsigned)
-        try runTool(["xz", "-k", "--check=crc32", unsignedPath])
+        try await runTool(["xz", "-k", "--check=crc32", unsignedPath])
         let compressed = try bytes(unsignedPath + ".xz")
         let path = scratch.write("m-outer.ko.xz", compressed + trailer)
         let module = try ModuleFile.read(path: path)

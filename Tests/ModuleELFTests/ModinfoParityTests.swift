@@ -10,10 +10,10 @@ import Testing
     static let sampleSize = 210
 
     @Test(arguments: InstalledKernel.all)
-    func fullOutputMatchesModinfo(kernel: InstalledKernel) throws {
+    func fullOutputMatchesModinfo(kernel: InstalledKernel) async throws {
         let sample = kernel.sample(Self.sampleSize)
         try #require(sample.count >= 200, "modules of \(kernel) are not installed; run scripts/setup")
-        let expected = try runTool(["modinfo"] + sample)
+        let expected = try await runTool(["modinfo"] + sample)
         var actual: [UInt8] = []
         for path in sample {
             let module = try ModuleFile.read(path: path, parts: [.modinfo, .signature])
@@ -24,7 +24,7 @@ import Testing
             for path in sample {
                 var one: [UInt8] = []
                 ModinfoFormatter.render(try ModuleFile.read(path: path), filename: path, into: &one)
-                let reference = Array(try runTool(["modinfo", path]))
+                let reference = Array(try await runTool(["modinfo", path]))
                 #expect(one == reference, "modinfo output differs for \(path)")
                 if one != reference { break }
             }
@@ -33,12 +33,12 @@ import Testing
     }
 
     @Test(arguments: InstalledKernel.all)
-    func fieldsMatchModinfoF(kernel: InstalledKernel) throws {
+    func fieldsMatchModinfoF(kernel: InstalledKernel) async throws {
         let sample = kernel.sample(Self.sampleSize)
         try #require(sample.count >= 200)
         let modules = try sample.map { try ModuleFile.read(path: $0, parts: [.modinfo, .signature]) }
         for field in ["vermagic", "depends", "license", "name", "srcversion", "parm", "signer", "sig_key", "filename"] {
-            let expected = try runTool(["modinfo", "-F", field] + sample)
+            let expected = try await runTool(["modinfo", "-F", field] + sample)
             var actual: [UInt8] = []
             for (path, module) in zip(sample, modules) {
                 ModinfoFormatter.renderField(field, module: module, filename: path, into: &actual)
@@ -61,7 +61,7 @@ import Testing
         #expect(signature.idType == "PKCS#7")
         #expect(signature.hashAlgorithm == "sha256")
         #expect(signature.placement == .signedThenCompressed)
-        #expect(module.exports.contains { $0.name == "usb_stor_CB_reset" && $0.gplOnly && $0.namespace == "USB_STORAGE" })
+        #expect(module.exports.contains { $0.symbol == "usb_stor_CB_reset" && $0.isGPLOnly && $0.namespace == "USB_STORAGE" })
     }
 
     @Test func hexLinesWrapAfterTwentyBytes() throws {

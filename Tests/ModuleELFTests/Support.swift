@@ -1,5 +1,6 @@
-import TestSupport
 import Foundation
+import NVBuildSupport
+import TestSupport
 
 /// The Debian kernels the set-up script installs, with where their modules live.
 struct InstalledKernel: Sendable, CustomStringConvertible {
@@ -31,19 +32,14 @@ struct InstalledKernel: Sendable, CustomStringConvertible {
     }
 }
 
-/// Runs a real tool and returns its standard output.
+/// Runs a real tool and returns its standard output byte for byte (through a file, so
+/// nothing is decoded as text); its exit status and standard error are not looked at.
 @discardableResult
-func runTool(_ arguments: [String], stdin: Data? = nil) throws -> Data {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return data
+func runTool(_ arguments: [String]) async throws -> Data {
+    let output = NSTemporaryDirectory() + "moduleelf-tool-\(UUID().uuidString)"
+    defer { try? FileManager.default.removeItem(atPath: output) }
+    _ = try await ProcessRunner().run(arguments, standardOutputPath: output)
+    return FileManager.default.contents(atPath: output) ?? Data()
 }
 
 /// A scratch directory removed when the value goes away.

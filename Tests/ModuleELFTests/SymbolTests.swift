@@ -7,14 +7,14 @@ import Testing
 /// kernel's Module.symvers.
 @Suite(.serialized) struct SymbolTests {
     /// nm cannot read compressed modules: decompress with the real xz into a scratch file.
-    private func elfPath(_ path: String, scratch: ScratchDirectory) throws -> String {
+    private func elfPath(_ path: String, scratch: ScratchDirectory) async throws -> String {
         guard path.hasSuffix(".xz") else { return path }
-        let data = try runTool(["xz", "-dc", path])
+        let data = try await runTool(["xz", "-dc", path])
         return scratch.write(URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent, Array(data))
     }
 
-    private func nmNames(_ arguments: [String]) throws -> [(type: String, name: String)] {
-        let text = String(decoding: try runTool(["nm"] + arguments), as: UTF8.self)
+    private func nmNames(_ arguments: [String]) async throws -> [(type: String, name: String)] {
+        let text = String(decoding: try await runTool(["nm"] + arguments), as: UTF8.self)
         return text.split(separator: "\n").compactMap { line in
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count >= 2 else { return nil }
@@ -23,19 +23,19 @@ import Testing
     }
 
     @Test(arguments: InstalledKernel.all)
-    func symbolsMatchNm(kernel: InstalledKernel) throws {
+    func symbolsMatchNm(kernel: InstalledKernel) async throws {
         let scratch = try ScratchDirectory()
         let sample = kernel.sample(40)
         try #require(sample.count >= 40)
         var exportsSeen = 0
         for path in sample {
             let module = try ModuleFile.read(path: path)
-            let elf = try elfPath(path, scratch: scratch)
-            let undefined = try nmNames(["-u", elf]).map(\.name).sorted()
+            let elf = try await elfPath(path, scratch: scratch)
+            let undefined = try await nmNames(["-u", elf]).map(\.name).sorted()
             #expect(module.undefinedSymbols == undefined, "undefined symbols of \(path)")
-            let exported = try nmNames([elf]).map(\.name).filter { $0.hasPrefix("__ksymtab_") }
+            let exported = try await nmNames([elf]).map(\.name).filter { $0.hasPrefix("__ksymtab_") }
                 .map { String($0.dropFirst("__ksymtab_".count)) }.sorted()
-            #expect(module.exports.map(\.name) == exported, "exports of \(path)")
+            #expect(module.exports.map(\.symbol) == exported, "exports of \(path)")
             exportsSeen += exported.count
         }
         #expect(exportsSeen > 40)
@@ -51,11 +51,13 @@ import Testing
             var relative = String(path.dropFirst(kernel.moduleDirectory.count + 1))
             for suffix in [".xz", ".ko"] where relative.hasSuffix(suffix) { relative.removeLast(suffix.count) }
             let module = try ModuleFile.read(path: path, parts: .symbols)
-            #expect(module.exports.map(\.name).sorted() == (byModule[relative] ?? []).sorted(), "exports of \(relative)")
+            #expect(module.exports.map(\.symbol).sorted() == (byModule[relative] ?? []).sorted(), "exports of \(relative)")
             for export in module.exports {
-                guard let entry = symvers[export.name] else { continue }
-                #expect(export.gplOnly == (entry.type == "EXPORT_SYMBOL_GPL"), "\(export.name) GPL flag")
-                #expect(export.namespace == entry.namespace, "\(export.name) namespace")
+                guard let entry = symvers[export.symbol] else { continue }
+                #expect(export.isGPLOnly == (entry.type == "EXPORT_SYMBOL_GPL"), "\(export.symbol) GPL flag")
+                #expect(export.exportType == entry.type, "\(export.symbol) export type")
+                #expect(export.namespace == entry.namespace, "\(export.symbol) namespace")
+                #expect(UInt64(export.crc) == entry.crc, "\(export.symbol) CRC")
                 checked += 1
             }
         }
@@ -77,10 +79,10 @@ import Testing
         #expect(vmlinuxChecked > 1000)
     }
 
-    @Test func sectionsMatchReadelf() throws {
+    @Test func sectionsMatchReadelf() async throws {
         let path = try #require(InstalledKernels.module("drivers/usb/storage/usb-storage.ko", compressedAs: ""), "run scripts/setup")
         let module = try ModuleFile.read(path: path, parts: .sections)
-        let text = String(decoding: try runTool(["readelf", "-SW", path]), as: UTF8.self)
+        let text = String(decoding: try await runTool(["readelf", "-SW", path]), as: UTF8.self)
         // "  [ 1] .text  PROGBITS  addr off size es flg lk inf al"
         let rows = text.split(separator: "\n").filter { $0.hasPrefix("  [") }.dropFirst(2)
         #expect(rows.count == module.sections.count - 1)

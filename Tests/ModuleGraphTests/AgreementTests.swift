@@ -75,7 +75,10 @@ struct LoadTestModules {
 @Suite(.serialized) struct AgreementTests {
     @Test(arguments: InstalledTrees.releases)
     func verifyAgreesWithQemu(release: String) async throws {
-        let other = try #require(InstalledTrees.releases.first { $0 != release }, "needs the second kernel for the wrong-kernel scenario")
+        // Another series: two ABIs of one series (6.12.117, 6.12.118) accept each other's modules.
+        func series(_ name: String) -> String { name.split(separator: ".").prefix(2).joined(separator: ".") }
+        let other = try #require(
+            InstalledTrees.releases.first { series($0) != series(release) }, "needs a kernel of the other series for the wrong-kernel scenario")
         let mine = try await LoadTestModules.shared(release: release)
         let theirs = try await LoadTestModules.shared(release: other)
 
@@ -109,10 +112,7 @@ struct LoadTestModules {
         let model = try KernelModel(target: target, tree: tree)
         let predicted = try await tree.simulate(plan, kernel: model)
 
-        let trial = QemuTrial(
-            kernelImage: "/boot/vmlinuz-\(release)",
-            inKernelDecompression: KernelConfig(parsing: try String(contentsOfFile: target.configPath, encoding: .utf8)).isEnabled("MODULE_DECOMPRESS"),
-            timeoutSeconds: 240)
+        let trial = QemuTrial(target: target, timeoutSeconds: 240)
         let outcome = try await trial.run(plan.loads)
         #expect(outcome.completed, "qemu console:\n\(outcome.console.suffix(3000))")
 
@@ -145,8 +145,9 @@ struct LoadTestModules {
         let modules = try await LoadTestModules.shared(release: release)
         let tree = try ModuleTree(moduleDirectory: "/lib/modules/\(release)")
         let plan = tree.loadPlan(for: [modules.path("nvb_cycle_a"), modules.path("nvb_cycle_b")])
-        let cycle = try #require(plan.problems.first { $0.hasPrefix("dependency cycle: ") })
-        #expect(cycle.contains("nvb_cycle_a -> nvb_cycle_b") || cycle.contains("nvb_cycle_b -> nvb_cycle_a"))
+        let cycle = try #require(plan.cycles.first)
+        #expect(cycle == ["nvb_cycle_a", "nvb_cycle_b", "nvb_cycle_a"] || cycle == ["nvb_cycle_b", "nvb_cycle_a", "nvb_cycle_b"])
+        #expect(plan.problems.allSatisfy { $0.severity == .warning && $0.remedy != nil })
         // Out-of-tree users join the graph after their exporter given by path.
         let userPlan = tree.loadPlan(for: [modules.path("nvb_user"), modules.path("nvb_exporter")])
         #expect(userPlan.loads.map(\.name) == ["nvb_exporter", "nvb_user"])

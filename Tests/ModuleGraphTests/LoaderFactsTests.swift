@@ -1,13 +1,14 @@
 import CKmod
 import Foundation
 import KernelTree
+import ModuleELF
 import Testing
 
 @testable import ModuleGraph
 
-/// `ModuleFacts.read` parses modules itself, following libkmod's rules; libkmod is the
+/// `LoaderFacts.read` parses modules itself, following libkmod's rules; libkmod is the
 /// reference it must agree with, field by field.
-@Suite struct ModuleFactsTests {
+@Suite struct LoaderFactsTests {
     /// Every 8th module of each installed tree (about 500 for the full Debian flavours; .ko and .ko.xz).
     @Test(arguments: InstalledTrees.releases)
     func factsEqualLibkmodOnInstalledModules(release: String) throws {
@@ -19,7 +20,7 @@ import Testing
         let reference = try LibkmodReference(moduleDirectory: directory)
         var compared = 0
         for path in sample {
-            let ours = try ModuleFacts.read(path: path)
+            let ours = try LoaderFacts.read(path: path)
             let theirs = try #require(reference.facts(path))
             #expect(ours.name == theirs.name, "\(path)")
             #expect(ours.license == theirs.license, "\(path)")
@@ -49,16 +50,13 @@ import Testing
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("facts-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
-        var image = try Data(contentsOf: URL(fileURLWithPath: path))
-        if path.hasSuffix(".xz") {
-            image = try ModuleSections.decompressXZ(image, path: path)
-        }
+        let image = try ModuleImage.withImage(path: path) { image, _ in Data(image) }
         let truncated = work.appendingPathComponent("truncated.ko").path
         try image.prefix(image.count / 2).write(to: URL(fileURLWithPath: truncated))
         let text = work.appendingPathComponent("text.ko").path
         try Data("not a module\n".utf8).write(to: URL(fileURLWithPath: text))
         for bad in [truncated, text] {
-            #expect(throws: (any Error).self) { try ModuleFacts.read(path: bad) }
+            #expect(throws: ModuleReadError.self) { try LoaderFacts.read(path: bad) }
             let reference = try LibkmodReference(moduleDirectory: directory)
             #expect(reference.facts(bad) == nil)
         }
@@ -75,9 +73,9 @@ final class LibkmodReference {
         var depends: [String]
         var importedNamespaces: [String]
         var signer: String?
-        var versions: [ModuleFacts.SymbolVersion]?
-        var undefined: [(symbol: String, weak: Bool, crc: UInt32)]
-        var exports: [ModuleFacts.ExportedSymbol]
+        var versions: [SymbolVersion]?
+        var undefined: [(symbol: String, weak: Bool, crc: UInt64)]
+        var exports: [SymbolExport]
     }
 
     private let context: OpaquePointer
@@ -100,38 +98,40 @@ final class LibkmodReference {
         kmod_module_info_free_list(list)
         func first(_ key: String) -> String? { info.first { $0.0 == key }?.1 }
 
-        var versions: [ModuleFacts.SymbolVersion]?
+        var versions: [SymbolVersion]?
         var versionList: OpaquePointer?
         if kmod_module_get_versions(module, &versionList) >= 0, versionList != nil {
-            var collected: [ModuleFacts.SymbolVersion] = []
+            var collected: [SymbolVersion] = []
             walk(versionList) {
-                collected.append(.init(symbol: String(cString: kmod_module_version_get_symbol($0)),
-                    crc: UInt32(truncatingIfNeeded: kmod_module_version_get_crc($0))))
+                collected.append(SymbolVersion(name: String(cString: kmod_module_version_get_symbol($0)),
+                    crc: kmod_module_version_get_crc($0)))
             }
             kmod_module_versions_free_list(versionList)
             versions = collected
         }
-        var undefined: [(symbol: String, weak: Bool, crc: UInt32)] = []
+        var undefined: [(symbol: String, weak: Bool, crc: UInt64)] = []
         var dependencyList: OpaquePointer?
         if kmod_module_get_dependency_symbols(module, &dependencyList) >= 0 {
             walk(dependencyList) {
                 undefined.append((String(cString: kmod_module_dependency_symbol_get_symbol($0)),
                     kmod_module_dependency_symbol_get_bind($0) == Int32(KMOD_SYMBOL_WEAK.rawValue),
-                    UInt32(truncatingIfNeeded: kmod_module_dependency_symbol_get_crc($0))))
+                    kmod_module_dependency_symbol_get_crc($0)))
             }
             kmod_module_dependency_symbols_free_list(dependencyList)
         }
-        var exports: [ModuleFacts.ExportedSymbol] = []
+        let name = first("name") ?? String(cString: kmod_module_get_name(module))
+        var exports: [SymbolExport] = []
         var symbolList: OpaquePointer?
         if kmod_module_get_symbols(module, &symbolList) >= 0 {
             walk(symbolList) {
-                exports.append(.init(symbol: String(cString: kmod_module_symbol_get_symbol($0)),
+                exports.append(SymbolExport(
+                    symbol: String(cString: kmod_module_symbol_get_symbol($0)), module: name,
                     crc: UInt32(truncatingIfNeeded: kmod_module_symbol_get_crc($0))))
             }
             kmod_module_symbols_free_list(symbolList)
         }
         return Facts(
-            name: first("name") ?? String(cString: kmod_module_get_name(module)),
+            name: name,
             license: first("license"), vermagic: first("vermagic"), intree: first("intree") != nil,
             depends: first("depends").map { $0.split(separator: ",").map(String.init) } ?? [],
             importedNamespaces: info.filter { $0.0 == "import_ns" }.map(\.1),

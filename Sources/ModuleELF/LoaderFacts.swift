@@ -1,12 +1,9 @@
-import CLzma
-import Foundation
-import ModuleELF
-import NVBuildSupport
+import KernelTree
 
-/// What the kernel's loader looks at in one module file, read through libkmod
+/// What the kernel's loader looks at in one module file, as libkmod reports it
 /// (modinfo, `__versions`, undefined and exported symbols) plus the size of
 /// `.gnu.linkonce.this_module` (the kernel's `struct module` size check).
-public struct ModuleFacts: Sendable, Equatable, Codable {
+public struct LoaderFacts: Sendable, Equatable, Codable {
     public var path: String
     /// The name the kernel uses in its messages (modinfo `name`, else the file name).
     public var name: String
@@ -22,45 +19,34 @@ public struct ModuleFacts: Sendable, Equatable, Codable {
     /// Undefined symbols in symbol-table order (the order the loader resolves them).
     public var undefinedSymbols: [UndefinedSymbol]
     /// Symbols the module exports, with the CRC libkmod reads (0 when it has none).
-    public var exports: [ExportedSymbol]
+    /// libkmod reads names and CRCs only, so `exportType` is empty and `namespace` nil;
+    /// `module` is this module's name.
+    public var exports: [SymbolExport]
     public var thisModuleSize: Int?
-
-    public struct SymbolVersion: Sendable, Equatable, Codable {
-        public var symbol: String
-        public var crc: UInt32
-    }
-
-    public struct ExportedSymbol: Sendable, Equatable, Codable {
-        public var symbol: String
-        public var crc: UInt32
-    }
 
     public struct UndefinedSymbol: Sendable, Equatable, Codable {
         public var symbol: String
         public var weak: Bool
         /// The CRC of the first `__versions` entry of this name; nil when there is none.
-        public var versionCRC: UInt32?
+        public var versionCRC: UInt64?
+
+        public init(symbol: String, weak: Bool, versionCRC: UInt64?) {
+            self.symbol = symbol
+            self.weak = weak
+            self.versionCRC = versionCRC
+        }
     }
 
     /// `__versions` by symbol (the first entry wins, as in the kernel's linear search).
-    public var versionIndex: [String: UInt32] { Self.index(versions) }
-
-    static func index(_ versions: [SymbolVersion]?) -> [String: UInt32] {
-        var index: [String: UInt32] = [:]
+    public var versionIndex: [String: UInt64] {
+        var index: [String: UInt64] = [:]
         index.reserveCapacity(versions?.count ?? 0)
-        for entry in versions ?? [] where index[entry.symbol] == nil { index[entry.symbol] = entry.crc }
+        for entry in versions ?? [] where index[entry.name] == nil { index[entry.name] = entry.crc }
         return index
     }
 }
 
-extension ModuleTree {
-    /// Reads the loader-relevant facts of a module file (see `ModuleFacts.read`).
-    public func facts(ofFile path: String, kernelLayoutCRC: UInt32? = nil) throws -> ModuleFacts {
-        try ModuleFacts.read(path: path, kernelLayoutCRC: kernelLayoutCRC)
-    }
-}
-
-extension ModuleFacts {
+extension LoaderFacts {
     /// Reads the loader-relevant facts of a module file, exactly as libkmod reports
     /// them (modinfo, `__versions`, dependency symbols, exported symbols, signer),
     /// from one mapping or decompression of the file and without a libkmod context:
@@ -69,30 +55,28 @@ extension ModuleFacts {
     /// When `kernelLayoutCRC` is given and the module's `module_layout` CRC equals
     /// it, the struct module size is not read: that CRC hashes the full definition
     /// of struct module, so equal CRCs mean equal sizes.
-    public static func read(path: String, kernelLayoutCRC: UInt32? = nil) throws -> ModuleFacts {
+    public static func read(path: String, kernelLayoutCRC: UInt32? = nil) throws(ModuleReadError) -> LoaderFacts {
         do {
             return try ModuleImage.withImage(path: path) { image, _ in
                 try read(image: image, path: path, kernelLayoutCRC: kernelLayoutCRC)
             }
         } catch let error as ModuleReadError {
-            switch error.problem {
-            case .unreadable, .notRegularFile:
-                throw UserError(.environment, "\(path): cannot read this module file; check the path and its permissions")
-            default:
-                throw UserError(.environment, "\(path): not a kernel module (\(error.detail))")
-            }
+            throw error
+        } catch {
+            // withImage and read throw nothing else.
+            throw ModuleReadError(path: path, .malformed("\(error)"))
         }
     }
 
-    static func read(image: UnsafeRawBufferPointer, path: String, kernelLayoutCRC: UInt32?) throws -> ModuleFacts {
-        guard let elf = KmodELF(image) else {
-            throw UserError(.environment, "\(path): not a kernel module (no valid ELF header and section table); pass a .ko file")
+    static func read(image: UnsafeRawBufferPointer, path: String, kernelLayoutCRC: UInt32?) throws(ModuleReadError) -> LoaderFacts {
+        guard let elf = LoaderImage(image) else {
+            throw ModuleReadError(path: path, .notLoadable("no valid ELF header and section table"))
         }
         guard let modinfo = elf.known.modinfo else {
-            throw UserError(.environment, "\(path): not a kernel module (it has no .modinfo section)")
+            throw ModuleReadError(path: path, .notLoadable("it has no .modinfo section"))
         }
         var info: [(key: ArraySlice<UInt8>, value: String)] = []
-        for string in KmodELF.strings(modinfo) {
+        for string in LoaderImage.strings(modinfo) {
             if let equals = string.firstIndex(of: UInt8(ascii: "=")) {
                 info.append((ArraySlice(string[..<equals]), String(decoding: string[(equals + 1)...], as: UTF8.self)))
             } else {
@@ -113,14 +97,15 @@ extension ModuleFacts {
 
         let (versions, dependencies) = elf.versionsAndDependencies()
         let thisModuleSize: Int?
-        if let kernelLayoutCRC, versions?.first(where: { $0.symbol == "module_layout" })?.crc == kernelLayoutCRC {
+        if let kernelLayoutCRC, versions?.first(where: { $0.name == "module_layout" })?.crc == UInt64(kernelLayoutCRC) {
             thisModuleSize = nil
         } else {
-            thisModuleSize = ModuleSections.size(of: ".gnu.linkonce.this_module", inImage: image)
+            thisModuleSize = elf.sectionSize(named: ".gnu.linkonce.this_module")
         }
-        return ModuleFacts(
+        let name = first("name") ?? fileModuleName(path)
+        return LoaderFacts(
             path: path,
-            name: first("name") ?? fileModuleName(path),
+            name: name,
             license: first("license"),
             vermagic: first("vermagic"),
             intree: first("intree") != nil,
@@ -129,7 +114,7 @@ extension ModuleFacts {
             signer: first("signer").flatMap { $0.isEmpty ? nil : $0 },
             versions: versions,
             undefinedSymbols: dependencies,
-            exports: elf.exportedSymbols(),
+            exports: elf.exportedSymbols(module: name),
             thisModuleSize: thisModuleSize
         )
     }
@@ -144,8 +129,11 @@ extension ModuleFacts {
 
 /// An ELF image read with libkmod's rules (libkmod-elf.c of kmod 30): the same
 /// section lookup by name, the same tolerance of odd input, the same results,
-/// with every read bounds-checked against the image.
-struct KmodELF {
+/// with every read bounds-checked against the image. `ModuleFile` reads through
+/// libelf and refuses a malformed file with its reason, as inspect must; the loader
+/// facts must accept and refuse exactly what libkmod does (LoaderFactsTests), which
+/// libelf's own checks would not, so this view reads the section table itself.
+struct LoaderImage {
     let bytes: UnsafeRawBufferPointer
     let is64: Bool
     let bigEndian: Bool
@@ -208,6 +196,21 @@ struct KmodELF {
         let (end, overflow) = offset.addingReportingOverflow(size)
         guard !overflow, end <= UInt64(bytes.count) else { return nil }
         return (Int(offset), Int(size), Int(nameOffset))
+    }
+
+    /// The size field of the first section called `name`, read from its header alone
+    /// (the kernel's struct module size check looks at `sh_size`, not at the contents).
+    func sectionSize(named name: String) -> Int? {
+        let wanted = Array(name.utf8)
+        for index in 1..<max(sectionCount, 1) {
+            let header = sectionTable + index * headerSize
+            let nameOffset = Int(uint(header, 4))
+            guard nameOffset < names.count else { continue }
+            if names[nameOffset...].prefix(while: { $0 != 0 }).elementsEqual(wanted) {
+                return Int(clamping: uint(header + (is64 ? 0x20 : 0x14), is64 ? 8 : 4))
+            }
+        }
+        return nil
     }
 
     /// The sections the loader facts come from, each the first of its name as
@@ -292,30 +295,30 @@ struct KmodELF {
     /// undefined symbol matched (module_layout); empty when libkmod reports an error.
     /// Each dependency carries the CRC of the first `__versions` entry of its name, the
     /// one the kernel's check_version finds.
-    func versionsAndDependencies() -> (versions: [ModuleFacts.SymbolVersion]?, dependencies: [ModuleFacts.UndefinedSymbol]) {
-        var records: [(name: UnsafeRawBufferPointer, crc: UInt32)] = []
+    func versionsAndDependencies() -> (versions: [SymbolVersion]?, dependencies: [LoaderFacts.UndefinedSymbol]) {
+        var records: [(name: UnsafeRawBufferPointer, crc: UInt64)] = []
         if let section = known.versions, section.count > 0, section.count % versionRecordSize == 0 {
             let base = section.baseAddress! - bytes.baseAddress!
             records.reserveCapacity(section.count / versionRecordSize)
             for record in stride(from: base, to: base + section.count, by: versionRecordSize) {
-                records.append((cString(at: record + crcSize), UInt32(truncatingIfNeeded: uint(record, crcSize))))
+                records.append((cString(at: record + crcSize), uint(record, crcSize)))
             }
         }
         let firstRecord = FirstNameTable(records.map(\.name))
         // libkmod strips a leading dot from version names (ppc64), not from symbol names;
         // the kernel's lookup then compares the stripped ones.
         let dotted = records.contains { $0.name.first == UInt8(ascii: ".") }
-        var strippedCRCs: [String: UInt32] = [:]
+        var strippedCRCs: [String: UInt64] = [:]
         if dotted {
             for record in records.reversed() { strippedCRCs[Self.stripped(record.name)] = record.crc }
         }
-        func recordedCRC(_ name: UnsafeRawBufferPointer, _ symbol: String) -> UInt32? {
+        func recordedCRC(_ name: UnsafeRawBufferPointer, _ symbol: String) -> UInt64? {
             if dotted { return strippedCRCs[symbol] }
             return firstRecord.find(name).map { records[$0].crc }
         }
 
         var matched = [String?](repeating: nil, count: records.count)
-        var dependencies: [ModuleFacts.UndefinedSymbol] = []
+        var dependencies: [LoaderFacts.UndefinedSymbol] = []
         if let table = symbolTable() {
             let stringsBase = table.strings.baseAddress! - bytes.baseAddress!
             dependencies.reserveCapacity(records.count + 8)
@@ -344,8 +347,8 @@ struct KmodELF {
         }
         guard !records.isEmpty else { return (nil, dependencies) }
         let versions = records.enumerated().map { index, record in
-            ModuleFacts.SymbolVersion(
-                symbol: dotted ? Self.stripped(record.name) : matched[index] ?? String(decoding: record.name, as: UTF8.self),
+            SymbolVersion(
+                name: dotted ? Self.stripped(record.name) : matched[index] ?? String(decoding: record.name, as: UTF8.self),
                 crc: record.crc)
         }
         return (versions, dependencies)
@@ -357,11 +360,11 @@ struct KmodELF {
 
     /// Exported symbols (kmod_elf_get_symbols): the `__crc_` symbols with their CRCs,
     /// or, when there are none, the strings of `__ksymtab_strings` with CRC 0.
-    func exportedSymbols() -> [ModuleFacts.ExportedSymbol] {
+    func exportedSymbols(module: String) -> [SymbolExport] {
         let prefix: [UInt8] = Array("__crc_".utf8)
         if let table = symbolTable() {
             let stringsBase = table.strings.baseAddress! - bytes.baseAddress!
-            var result: [ModuleFacts.ExportedSymbol] = []
+            var result: [SymbolExport] = []
             var usable = true
             for offset in stride(from: table.symbols.lowerBound + symbolSize, to: table.symbols.upperBound, by: symbolSize) {
                 let entry = symbol(at: offset)
@@ -374,14 +377,14 @@ struct KmodELF {
                     UnsafeRawBufferPointer(rebasing: bytes[start..<(start + prefix.count)]).elementsEqual(prefix)
                 else { continue }
                 let name = cString(at: start)
-                result.append(.init(
-                    symbol: String(decoding: name.dropFirst(prefix.count), as: UTF8.self),
+                result.append(SymbolExport(
+                    symbol: String(decoding: name.dropFirst(prefix.count), as: UTF8.self), module: module,
                     crc: UInt32(truncatingIfNeeded: resolveCRC(entry.value, section: entry.sectionIndex))))
             }
             if usable, !result.isEmpty { return result }
         }
         guard let strings = known.ksymtabStrings else { return [] }
-        return Self.strings(strings).map { .init(symbol: String(decoding: $0, as: UTF8.self), crc: 0) }
+        return Self.strings(strings).map { SymbolExport(symbol: String(decoding: $0, as: UTF8.self), module: module, crc: 0) }
     }
 
     /// An `__crc_` symbol's value: absolute, or an offset into the section holding the CRC.
@@ -390,68 +393,6 @@ struct KmodELF {
         guard let info = sectionInfo(index) else { return UInt64.max }
         guard value <= UInt64(info.size) &- 4 else { return UInt64.max }
         return uint(info.offset + Int(value), 4)
-    }
-}
-
-/// Just enough ELF64 to find one section's size; every read is bounds-checked.
-enum ModuleSections {
-    /// The size of the first section called `sectionName` in an ELF64 little-endian image.
-    static func size(of sectionName: String, inImage bytes: UnsafeRawBufferPointer) -> Int? {
-        func read<T: FixedWidthInteger>(_ offset: Int, as: T.Type) -> T? {
-            guard offset >= 0, offset <= bytes.count - MemoryLayout<T>.size else { return nil }
-            return T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
-        }
-        guard bytes.count > 64, bytes[0] == 0x7F, bytes[1] == 0x45, bytes[2] == 0x4C, bytes[3] == 0x46,
-            bytes[4] == 2, bytes[5] == 1,
-            let sectionOffset = read(0x28, as: UInt64.self).map({ Int(clamping: $0) }),
-            let entrySize = read(0x3A, as: UInt16.self),
-            let count = read(0x3C, as: UInt16.self), let namesIndex = read(0x3E, as: UInt16.self),
-            entrySize >= 64, namesIndex < count
-        else { return nil }
-        func header(_ index: Int) -> Int { sectionOffset &+ index * Int(entrySize) }
-        guard let namesOffset = read(header(Int(namesIndex)) + 0x18, as: UInt64.self).map({ Int(clamping: $0) }),
-            let namesSize = read(header(Int(namesIndex)) + 0x20, as: UInt64.self).map({ Int(clamping: $0) }),
-            namesOffset <= bytes.count, namesSize <= bytes.count - namesOffset
-        else { return nil }
-        let wanted = Array(sectionName.utf8)
-        for index in 0..<Int(count) {
-            guard let nameOffset = read(header(index), as: UInt32.self), Int(nameOffset) < namesSize,
-                let size = read(header(index) + 0x20, as: UInt64.self)
-            else { return nil }
-            let start = namesOffset + Int(nameOffset)
-            let end = start + wanted.count
-            guard end < namesOffset + namesSize else { continue }
-            if bytes[end] == 0, bytes[start..<end].elementsEqual(wanted) { return Int(clamping: size) }
-        }
-        return nil
-    }
-
-    static func decompressXZ(_ input: Data, path: String) throws -> Data {
-        var stream = lzma_stream()
-        guard lzma_stream_decoder(&stream, UInt64.max, 0) == LZMA_OK else {
-            throw UserError(.environment, "\(path): cannot start an xz decoder")
-        }
-        defer { lzma_end(&stream) }
-        var output = Data()
-        let chunk = 1 << 20
-        var buffer = [UInt8](repeating: 0, count: chunk)
-        let result: lzma_ret = input.withUnsafeBytes { inBytes in
-            stream.next_in = inBytes.bindMemory(to: UInt8.self).baseAddress
-            stream.avail_in = inBytes.count
-            while true {
-                let status = buffer.withUnsafeMutableBufferPointer { out -> lzma_ret in
-                    stream.next_out = out.baseAddress
-                    stream.avail_out = chunk
-                    return lzma_code(&stream, LZMA_FINISH)
-                }
-                output.append(contentsOf: buffer[0..<(chunk - stream.avail_out)])
-                if status != LZMA_OK { return status }
-            }
-        }
-        guard result == LZMA_STREAM_END else {
-            throw UserError(.environment, "\(path): xz data is damaged (liblzma status \(result.rawValue)); reinstall the module")
-        }
-        return output
     }
 }
 

@@ -2,7 +2,7 @@ import Foundation
 import ModuleELF
 
 /// Facts about a built `.ko` that the results table shows, kept in one place.
-enum ModuleFacts {
+enum BuiltModuleFacts {
     static func size(path: String) -> Int? {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.intValue
     }
