@@ -67,16 +67,20 @@ enum InstalledTrees {
         #expect(listing.error == "Module no_such_module_xyz not found in directory /lib/modules/\(release)")
     }
 
-    @Test func hostConfigurationAppliesOnlyWhenNamed() throws {
-        // systemd's modprobe.d gives bonding an option; Debian ships that file.
-        try #require(FileManager.default.fileExists(atPath: "/lib/modprobe.d/systemd.conf"))
+    @Test func configurationAppliesOnlyWhenNamed() throws {
+        // A modprobe.d directory of the test's own, not the host's, gives bonding options.
+        let directory = FileManager.default.temporaryDirectory.path + "/nvbuild-modprobe-d-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "# written by LoadOrderTests\noptions bonding max_bonds=0 miimon=100\n"
+            .write(toFile: directory + "/bonding.conf", atomically: true, encoding: .utf8)
         let release = try #require(InstalledTrees.releases.first)
         let bare = try ModuleTree(moduleDirectory: "/lib/modules/\(release)")
-        let configured = try ModuleTree(moduleDirectory: "/lib/modules/\(release)", configDirectories: ["/lib/modprobe.d"])
+        let configured = try ModuleTree(moduleDirectory: "/lib/modules/\(release)", configDirectories: [directory])
         let plain = try #require(bare.dependencyListings(for: ["bonding"]).first?.lines.last)
         let withOptions = try #require(configured.dependencyListings(for: ["bonding"]).first?.lines.last)
         #expect(plain.hasPrefix("insmod ") && plain.hasSuffix(" "))
         #expect(!plain.contains("max_bonds"))
-        #expect(withOptions == plain + "max_bonds=0 ")
+        #expect(withOptions == plain + "max_bonds=0 miimon=100 ")
     }
 }
