@@ -11,7 +11,7 @@ public struct PlannedLoad: Sendable, Equatable, Codable {
 
 /// What loading one module did (try) or will do (verify): the same shape for both,
 /// so reports can be compared line by line.
-public struct LoadResult: Sendable, Equatable, Codable {
+public struct LoadResult: Sendable, Equatable {
     public var module: String
     public var path: String
     public var loads: Bool
@@ -20,9 +20,9 @@ public struct LoadResult: Sendable, Equatable, Codable {
     /// The kernel's messages during this load, in order.
     public var messages: [String]
     /// Remarks that are not kernel messages (a dependency cycle, a hung boot).
-    public var notes: [String]
+    public var notes: [Diagnostic]
 
-    public init(module: String, path: String, loads: Bool, errno: Int32, messages: [String], notes: [String] = []) {
+    public init(module: String, path: String, loads: Bool, errno: Int32, messages: [String], notes: [Diagnostic] = []) {
         self.module = module
         self.path = path
         self.loads = loads
@@ -141,7 +141,7 @@ public struct LoaderSimulation {
         var modulePropietary = proprietary
         var usingGPLOnly = false
         var lastError: Int32 = 0
-        var namespaceNotes: [String] = []
+        var namespaceNotes: [Diagnostic] = []
         for undefined in module.undefinedSymbols {
             let symbol = undefined.symbol
             var error: Int32 = 0
@@ -165,7 +165,8 @@ public struct LoaderSimulation {
                 {
                     // Seen under qemu on 6.1 and 6.12: no message of its own, only the
                     // "Unknown symbol ... (err -22)" that follows.
-                    namespaceNotes.append("\(symbol) is in namespace \(namespace), which \(name) does not import (MODULE_IMPORT_NS(\(namespace)))")
+                    namespaceNotes.append(.note("\(symbol) is in namespace \(namespace), which \(name) does not import",
+                                                file: module.path, remedy: "add MODULE_IMPORT_NS(\(namespace)) to \(name)"))
                     if !kernel.allowMissingNamespaceImports { error = 22 }
                 }
             } else if !undefined.weak {
@@ -288,5 +289,33 @@ public struct LoaderSimulation {
 
     static func isGPLCompatible(_ license: String) -> Bool {
         ["GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL"].contains(license)
+    }
+}
+
+/// JSON: `diagnostics` holds the typed notes; `notes` keeps the schema-1 strings for
+/// readers written before them (docs/inspect-json-schema.md), as LoadPlan does.
+extension LoadResult: Codable {
+    enum CodingKeys: String, CodingKey { case module, path, loads, errno, messages, notes, diagnostics }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        module = try container.decode(String.self, forKey: .module)
+        path = try container.decode(String.self, forKey: .path)
+        loads = try container.decode(Bool.self, forKey: .loads)
+        errno = try container.decode(Int32.self, forKey: .errno)
+        messages = try container.decode([String].self, forKey: .messages)
+        notes = try container.decodeIfPresent([Diagnostic].self, forKey: .diagnostics)
+            ?? (try container.decodeIfPresent([String].self, forKey: .notes) ?? []).map { .note($0) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(module, forKey: .module)
+        try container.encode(path, forKey: .path)
+        try container.encode(loads, forKey: .loads)
+        try container.encode(errno, forKey: .errno)
+        try container.encode(messages, forKey: .messages)
+        try container.encode(notes.map(\.message), forKey: .notes)
+        try container.encode(notes, forKey: .diagnostics)
     }
 }

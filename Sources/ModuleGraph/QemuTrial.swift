@@ -124,7 +124,7 @@ public struct QemuTrial: Sendable {
         let results = loads.enumerated().map { index, load -> LoadResult in
             guard let errno = errnos[index] else {
                 let why = timedOut ? "the boot did not finish within \(timeoutSeconds) s and was killed" : "the boot ended before this module was loaded"
-                return LoadResult(module: load.name, path: load.path, loads: false, errno: 110, messages: messages[index] ?? [], notes: [why])
+                return LoadResult(module: load.name, path: load.path, loads: false, errno: 110, messages: messages[index] ?? [], notes: [.note(why)])
             }
             return LoadResult(module: load.name, path: load.path, loads: errno == 0, errno: errno, messages: messages[index] ?? [])
         }

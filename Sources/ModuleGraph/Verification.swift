@@ -42,7 +42,7 @@ extension ModuleTree {
             for problem in plan.problems where problem.message.hasPrefix(LoadPlan.cyclePrefix) {
                 let message = problem.message
                 if message.contains(" \(plan.loads[index].name) ") || message.contains(": \(plan.loads[index].name) ") {
-                    results[index].notes.append(message)
+                    results[index].notes.append(.note(message))
                 }
             }
         }
