@@ -40,7 +40,8 @@ let package = Package(
             ]
         ),
         .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "KernelTree", "CElf", "CLzma", "CZstd", "CZlib"]),
-        .target(name: "ModuleGraph", dependencies: ["NVBuildSupport", "KernelTree", "ModuleELF", "CKmod"]),
+        .target(name: "ModuleGraph", dependencies: ["NVBuildSupport", "KernelTree", "ModuleELF", "CKmod"],
+                resources: [.embedInCode("Resources/qemu-loader.c")]),
         // A driver tree as files: what its Kbuild files declare, and the one way to copy it.
         .target(name: "SourceTree", dependencies: ["NVBuildSupport"]),
         .target(name: "Kbuild", dependencies: ["NVBuildSupport", "SourceTree", "KernelTree", "ModuleELF"]),
