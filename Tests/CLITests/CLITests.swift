@@ -101,6 +101,9 @@ enum CLI {
         for row in rows where (row["image"] as? [String: Any])?["hasModules"] as? Bool == false {
             let release = row["release"] as! String
             #expect(text.stdout.contains("image:    headers only (no modules"), "\(release) is not reported as headers only")
+            // And a test that needs its modules says why, naming the package to install.
+            #expect(throws: InstalledKernels.MissingImage.self) { try InstalledKernels.requireImage(release) }
+            #expect(InstalledKernels.imageProblem(release)?.contains("apt-get install linux-image-\(release)") == true)
         }
     }
 }

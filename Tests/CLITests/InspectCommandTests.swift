@@ -1,5 +1,6 @@
 import Foundation
 import NVBuildSupport
+import TestSupport
 import Testing
 
 /// `nvbuild inspect` on several files, one of them broken: the good ones print exactly
@@ -7,6 +8,7 @@ import Testing
 @Suite struct InspectCommandTests {
     @Test func goodFilesMatchModinfoAndACorruptOneIsNamed() async throws {
         let kernel = try CLI.standardKernel("6.1.")
+        try InstalledKernels.requireImage(kernel)
         let directory = "/lib/modules/\(kernel)/kernel"
         let good = [directory + "/fs/fat/fat.ko", directory + "/drivers/usb/storage/usb-storage.ko"]
         for path in good { try #require(FileManager.default.fileExists(atPath: path), "run scripts/setup") }

@@ -3,12 +3,14 @@ import Kbuild
 import KernelTree
 import NVBuildSupport
 import SourceTree
+import TestSupport
 import Testing
 
 @Suite("nvbuild build through Kbuild")
 struct BuildTests {
     /// vermagic of a module Debian shipped for this kernel, read by the real modinfo.
     private func shippedVermagic(_ release: String) async throws -> String {
+        try InstalledKernels.requireImage(release)
         let dir = "/lib/modules/\(release)/kernel/fs"
         let enumerator = FileManager.default.enumerator(atPath: dir)
         var module: String?

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import NVBuildSupport
 import TestSupport
 
@@ -13,6 +14,8 @@ struct InstalledKernel: Sendable, CustomStringConvertible {
 
     /// Every module file, sorted, so samples are deterministic.
     func modules() -> [String] {
+        // Headers alone give no modules: say so rather than compare an empty set.
+        if let problem = InstalledKernels.imageProblem(release) { Issue.record(Comment(rawValue: problem)) }
         guard let walker = FileManager.default.enumerator(atPath: moduleDirectory) else { return [] }
         var found: [String] = []
         while let relative = walker.nextObject() as? String {

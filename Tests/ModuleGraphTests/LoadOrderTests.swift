@@ -1,21 +1,33 @@
 import Foundation
 import KernelTree
 import NVBuildSupport
+import TestSupport
 import Testing
 
 @testable import ModuleGraph
 
 /// The Debian kernels the set-up installs, with their module trees.
 enum InstalledTrees {
+    /// The standard-flavour kernels (the scenarios, ext4 as a module and its dependencies,
+    /// are facts about it): the ones setup installed, and any other with an image. A
+    /// standard kernel without its image stays in the list so its tests say so.
     static var releases: [String] {
-        KernelDiscovery().installedKernels()
-            // The standard Debian flavour: the scenarios (ext4 as a module, its dependencies) are facts about it.
-            .filter { !$0.release.contains("-rt-") && !$0.release.contains("-cloud-") && $0.moduleDirectory.map { FileManager.default.fileExists(atPath: $0 + "/modules.dep") } == true }
+        let withImages = KernelDiscovery().installedKernels()
+            .filter { !$0.release.contains("-rt-") && !$0.release.contains("-cloud-") && InstalledKernels.imageProblem($0.release) == nil }
             .map(\.release)
+        return InstalledKernels.standard + withImages.filter { !InstalledKernels.standard.contains($0) }
+    }
+
+    /// The first release, whose image must be installed.
+    static func first() throws -> String {
+        let release = try #require(releases.first, "no standard kernel is installed: run scripts/setup")
+        try InstalledKernels.requireImage(release)
+        return release
     }
 
     /// Every module name of modules.dep and modules.builtin, sorted.
     static func moduleNames(release: String) throws -> [String] {
+        try InstalledKernels.requireImage(release)
         let directory = "/lib/modules/\(release)"
         var names: Set<String> = []
         for line in try String(contentsOfFile: directory + "/modules.dep", encoding: .utf8).split(separator: "\n") {
@@ -60,7 +72,7 @@ enum InstalledTrees {
     }
 
     @Test func unknownNameIsReported() throws {
-        let release = try #require(InstalledTrees.releases.first)
+        let release = try InstalledTrees.first()
         let tree = try ModuleTree(moduleDirectory: "/lib/modules/\(release)")
         let listing = try #require(tree.dependencyListings(for: ["no_such_module_xyz"]).first)
         #expect(listing.actions.isEmpty)
@@ -74,7 +86,7 @@ enum InstalledTrees {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try "# written by LoadOrderTests\noptions bonding max_bonds=0 miimon=100\n"
             .write(toFile: directory + "/bonding.conf", atomically: true, encoding: .utf8)
-        let release = try #require(InstalledTrees.releases.first)
+        let release = try InstalledTrees.first()
         let bare = try ModuleTree(moduleDirectory: "/lib/modules/\(release)")
         let configured = try ModuleTree(moduleDirectory: "/lib/modules/\(release)", configDirectories: [directory])
         let plain = try #require(bare.dependencyListings(for: ["bonding"]).first?.lines.last)

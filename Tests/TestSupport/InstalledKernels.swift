@@ -23,6 +23,16 @@ public enum InstalledKernels {
             + "apt-get install linux-image-\(release) (or linux-image-\(release)-unsigned), or run scripts/setup"
     }
 
+    /// Throws the one line of `imageProblem` when the image of `release` is missing, so a
+    /// test that needs modules says so instead of failing on a missing file.
+    public static func requireImage(_ release: String) throws {
+        if let problem = imageProblem(release) { throw MissingImage(description: problem) }
+    }
+
+    public struct MissingImage: Error, CustomStringConvertible {
+        public let description: String
+    }
+
     /// A module of `release` by its path under kernel/ without compression suffix
     /// (`drivers/usb/storage/usb-storage.ko`), with whichever suffix the kernel uses.
     public static func module(_ release: String, _ relative: String) -> String? {
