@@ -79,6 +79,8 @@ public enum DKMSDirectives {
     public static let variables: Set<String> = [
         "kernelver", "arch", "kernel_source_dir", "kernel_config",
         "dkms_tree", "source_tree", "install_tree", "tmp_location", "module", "module_version",
+        // Not in the manual, but set from `dkms -j` (else the CPU count) before dkms.conf is read.
+        "parallel_jobs",
     ]
 
     public static var all: Set<String> { arrays.union(scalars) }

@@ -10,10 +10,12 @@ public struct DKMSPackageSpec: Sendable, Equatable {
     public var modules: [ModuleSpec]
     public var nvidiaStyle: Bool
     public var rejectsPreemptRT: Bool
-    public var jobs: Int
+    /// Make's job count; nil leaves it to the machine that builds the package
+    /// (DKMS's own `${parallel_jobs}`: its `-j` option, else that machine's CPU count).
+    public var jobs: Int?
     public var destination: String
 
-    public init(name: String, version: String, tree: DriverTree, jobs: Int, destination: String = "/updates/dkms") {
+    public init(name: String, version: String, tree: DriverTree, jobs: Int? = nil, destination: String = "/updates/dkms") {
         self.name = name
         self.version = version
         self.modules = tree.modules
@@ -58,7 +60,7 @@ public enum DKMSPackager {
         }
         let context: [String: Any] = [
             "name": spec.name, "version": spec.version, "modules": modules, "nvidia": spec.nvidiaStyle,
-            "rejectsPreemptRT": spec.rejectsPreemptRT, "jobs": spec.jobs, "generator": generator,
+            "rejectsPreemptRT": spec.rejectsPreemptRT, "jobs": spec.jobs.map(String.init) ?? "${parallel_jobs}", "generator": generator,
         ]
         return compiled.render(context)
     }

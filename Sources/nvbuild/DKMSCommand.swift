@@ -38,7 +38,7 @@ struct DKMSPackageCommand: AsyncParsableCommand {
     @Option(help: "DKMS package version (PACKAGE_VERSION).") var version: String
     @Option(help: "Folder that receives NAME-VERSION/.") var output: String = "."
     @Option(help: "Also write a tarball that `dkms ldtarball` loads (.tar.gz, .tar.xz, .tar.zst).") var tarball: String?
-    @Option(help: "Job count written into MAKE[0] (default: this machine's CPU count).") var jobs: Int?
+    @Option(help: "A fixed make job count for MAKE[0] (default: DKMS's ${parallel_jobs} on the machine that builds it).") var jobs: Int?
     @Option(help: "DEST_MODULE_LOCATION for every module.") var destModuleLocation: String = "/updates/dkms"
     @Option(help: "A Mustache template to render instead of the built-in dkms.conf template.") var template: String?
     @Flag(help: "Print JSON instead of text.") var json = false
@@ -54,7 +54,7 @@ struct DKMSPackageCommand: AsyncParsableCommand {
         }
         let spec = DKMSPackageSpec(
             name: name, version: version, tree: driverTree,
-            jobs: jobs ?? ProcessInfo.processInfo.activeProcessorCount, destination: destModuleLocation)
+            jobs: jobs, destination: destModuleLocation)
         let result = try await DKMSPackager.package(
             tree: driverTree, spec: spec, outputRoot: output, tarball: tarball, template: templateText, generator: NVBuild.version)
         if json {

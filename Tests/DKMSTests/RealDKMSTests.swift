@@ -24,7 +24,7 @@ struct RealDKMSTests {
         defer { try? FileManager.default.removeItem(atPath: out) }
         let tree = try DriverTree.load(path: Fixtures.plainModule)
         let package = try await DKMSPackager.package(
-            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree, jobs: 2), outputRoot: out)
+            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree), outputRoot: out)
         await cleanUp(name, version)
         do {
             let add = try await Fixtures.run(["dkms", "add", package.directory])
@@ -66,7 +66,7 @@ struct RealDKMSTests {
         let tree = try DriverTree.load(path: Fixtures.repository + "/Tests/Fixtures/kernel-open")
         #expect(tree.requestsConftest && tree.rejectsPreemptRT)
         let package = try await DKMSPackager.package(
-            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree, jobs: 2), outputRoot: out)
+            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree), outputRoot: out)
         let conf = try String(contentsOfFile: package.directory + "/dkms.conf", encoding: .utf8)
         #expect(conf.contains("BUILD_EXCLUSIVE_CONFIG=\"!CONFIG_PREEMPT_RT\""))
         #expect(conf.contains("nvbuild probe"))
@@ -108,7 +108,7 @@ struct RealDKMSTests {
         let tree = try DriverTree.load(path: Fixtures.plainModule)
         let tarball = "\(out)/\(name)-\(version).dkms.tar.gz"
         _ = try await DKMSPackager.package(
-            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree, jobs: 2), outputRoot: out, tarball: tarball)
+            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree), outputRoot: out, tarball: tarball)
         await cleanUp(name, version)
         let load = try await Fixtures.run(["dkms", "ldtarball", tarball])
         let status = try await Fixtures.run(["dkms", "status", name])
@@ -124,7 +124,7 @@ struct RealDKMSTests {
         defer { try? FileManager.default.removeItem(atPath: out) }
         let tree = try DriverTree.load(path: PackageTests.upstream)
         let package = try await DKMSPackager.package(
-            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree, jobs: 2), outputRoot: out)
+            tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree), outputRoot: out)
         #expect(try DKMSLinter.lint(path: package.confPath).isEmpty)
         await cleanUp(name, version)
         let add = try await Fixtures.run(["dkms", "add", package.directory])
