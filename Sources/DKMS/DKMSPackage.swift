@@ -76,9 +76,14 @@ public enum DKMSPackager {
     /// when asked, a tarball in the layout `dkms mktarball` writes and
     /// `dkms ldtarball` reads (`dkms_source_tree/` holding the sources). The
     /// folder appears whole or not at all; a lint error leaves nothing behind.
+    ///
+    /// With `sourceDateEpoch` (SOURCE_DATE_EPOCH, the reproducible-builds convention)
+    /// the folder and the tarball are the same bytes on every run and machine: every
+    /// mtime is that time, modes are 0644/0755 (0755 where any execute bit was set),
+    /// tar entries are sorted, owned by 0:0 and compressed without a timestamp.
     public static func package(
         tree: DriverTree, spec: DKMSPackageSpec, outputRoot: String, tarball: String? = nil,
-        template: String? = nil, generator: String = ""
+        template: String? = nil, generator: String = "", sourceDateEpoch: Int? = nil
     ) async throws -> Output {
         try spec.validate()
         let conf = try renderConf(spec, template: template, generator: generator)
@@ -97,10 +102,11 @@ public enum DKMSPackager {
         defer { try? fm.removeItem(atPath: staging) }
         try sources.write(to: staging, method: .copy)
         try AtomicFile.write(conf, to: "\(staging)/dkms.conf")
+        if let sourceDateEpoch { try normalize(staging, mtime: sourceDateEpoch) }
 
         var tarballPath: String?
         if let tarball {
-            tarballPath = try await writeTarball(sourceDirectory: staging, to: tarball)
+            tarballPath = try await writeTarball(sourceDirectory: staging, to: tarball, sourceDateEpoch: sourceDateEpoch)
         }
         if fm.fileExists(atPath: final) {
             let old = "\(outputRoot)/.\(spec.name)-\(spec.version).old-\(getpid())"
@@ -114,7 +120,7 @@ public enum DKMSPackager {
     }
 
     /// `tar` writes the archive to a temporary name that is renamed into place.
-    static func writeTarball(sourceDirectory: String, to path: String) async throws -> String {
+    static func writeTarball(sourceDirectory: String, to path: String, sourceDateEpoch: Int? = nil) async throws -> String {
         let target = URL(fileURLWithPath: path).standardizedFileURL.path
         let directory = URL(fileURLWithPath: target).deletingLastPathComponent().path
         let fm = FileManager.default
@@ -128,9 +134,14 @@ public enum DKMSPackager {
         try fm.createDirectory(atPath: "\(stage)/dkms_main_tree", withIntermediateDirectories: true)
         try fm.copyItem(atPath: "\(sourceDirectory)/dkms.conf", toPath: "\(stage)/dkms_source_tree/dkms.conf")
         let temporary = "\(directory)/.\(URL(fileURLWithPath: target).lastPathComponent).tmp-\(getpid())"
-        let compression = target.hasSuffix(".xz") ? "-J" : target.hasSuffix(".zst") ? "--zstd" : target.hasSuffix(".bz2") ? "-j" : "-z"
-        let out = try await ProcessRunner().run(
-            ["tar", compression, "--owner=0", "--group=0", "--numeric-owner", "-cf", temporary, "-C", stage, "dkms_main_tree", "dkms_source_tree"])
+        // gzip -n: no name or timestamp in the gzip header; xz, zstd and bzip2 store none.
+        let compression = target.hasSuffix(".xz") ? "-J" : target.hasSuffix(".zst") ? "--zstd" : target.hasSuffix(".bz2") ? "-j" : "--use-compress-program=gzip -n"
+        var arguments = ["tar", compression, "--format=gnu", "--sort=name", "--owner=0", "--group=0", "--numeric-owner"]
+        if let sourceDateEpoch {
+            try normalize(stage, mtime: sourceDateEpoch)
+            arguments.append("--mtime=@\(sourceDateEpoch)")
+        }
+        let out = try await ProcessRunner().run(arguments + ["-cf", temporary, "-C", stage, "dkms_main_tree", "dkms_source_tree"])
         guard out.succeeded else {
             unlink(temporary)
             throw UserError(.environment, "tar could not write \(target): \(out.standardError.trimmingCharacters(in: .whitespacesAndNewlines))")
@@ -140,5 +151,23 @@ public enum DKMSPackager {
             throw UserError(.environment, "\(target): cannot move the tarball into place: \(String(cString: strerror(errno)))")
         }
         return target
+    }
+
+    /// Fixed mtimes and umask-independent modes for everything under `root` (no
+    /// symlinks exist there: the tree copy resolves them).
+    static func normalize(_ root: String, mtime: Int) throws {
+        let fm = FileManager.default
+        var paths = try fm.subpathsOfDirectory(atPath: root).map { root + "/" + $0 }
+        paths.append(root)
+        let times = [timespec(tv_sec: mtime, tv_nsec: 0), timespec(tv_sec: mtime, tv_nsec: 0)]
+        for path in paths {
+            var info = stat()
+            guard lstat(path, &info) == 0 else { throw UserError(.environment, "\(path): \(String(cString: strerror(errno)))") }
+            let isDirectory = info.st_mode & S_IFMT == S_IFDIR
+            let executable = isDirectory || info.st_mode & 0o111 != 0
+            guard chmod(path, executable ? 0o755 : 0o644) == 0,
+                  utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) == 0
+            else { throw UserError(.environment, "\(path): cannot set its mode and time: \(String(cString: strerror(errno)))") }
+        }
     }
 }

@@ -55,8 +55,17 @@ struct DKMSPackageCommand: AsyncParsableCommand {
         let spec = DKMSPackageSpec(
             name: name, version: version, tree: driverTree,
             jobs: jobs, destination: destModuleLocation)
+        // The reproducible-builds convention: a fixed time makes the package the same bytes anywhere.
+        var sourceDateEpoch: Int?
+        if let text = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"], !text.isEmpty {
+            guard let value = Int(text), value >= 0 else {
+                throw UserError(.usage, "SOURCE_DATE_EPOCH=\(text) is not a number of seconds since 1970 (unset it or give e.g. $(git log -1 --format=%ct))")
+            }
+            sourceDateEpoch = value
+        }
         let result = try await DKMSPackager.package(
-            tree: driverTree, spec: spec, outputRoot: output, tarball: tarball, template: templateText, generator: NVBuild.version)
+            tree: driverTree, spec: spec, outputRoot: output, tarball: tarball, template: templateText, generator: NVBuild.version,
+            sourceDateEpoch: sourceDateEpoch)
         if json {
             struct Report: Encodable {
                 var directory: String

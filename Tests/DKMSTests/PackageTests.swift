@@ -80,4 +80,54 @@ struct PackageTests {
         let entries = Set(listing.standardOutput.split(separator: "\n").map(String.init))
         #expect(entries.isSuperset(of: ["dkms_main_tree/", "dkms_source_tree/dkms.conf", "dkms_source_tree/nvbuild_plain.c", "dkms_source_tree/Kbuild"]))
     }
+
+    /// With SOURCE_DATE_EPOCH two packagings give the same bytes, though the second runs
+    /// from a copy whose files have other mtimes and modes (as
+    /// another machine's checkout would): the tree (names, modes, mtimes, contents) and
+    /// each tarball format are identical. (umask is process-wide, so it is not varied here
+    /// while other tests run; the normalised modes cover it.)
+    @Test func packagesWithSourceDateEpochAreReproducible() async throws {
+        let root = try Fixtures.temporaryDirectory("repro")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        try fm.copyItem(atPath: "\(Fixtures.root)/kernel-open", toPath: "\(root)/first")
+        try fm.copyItem(atPath: "\(Fixtures.root)/kernel-open", toPath: "\(root)/second")
+        let later = Date(timeIntervalSinceNow: 3600)
+        for file in try fm.subpathsOfDirectory(atPath: "\(root)/second") {
+            try fm.setAttributes([.modificationDate: later], ofItemAtPath: "\(root)/second/\(file)")
+        }
+        try fm.setAttributes([.posixPermissions: 0o664], ofItemAtPath: "\(root)/second/Makefile")
+
+        func package(_ name: String) async throws -> DKMSPackager.Output {
+            let tree = try DriverTree.load(path: "\(root)/\(name)")
+            var last: DKMSPackager.Output?
+            for suffix in ["tar.gz", "tar.xz", "tar.zst"] {
+                last = try await DKMSPackager.package(
+                    tree: tree, spec: DKMSPackageSpec(name: "fixture", version: "1.0", tree: tree), outputRoot: "\(root)/out-\(name)",
+                    tarball: "\(root)/out-\(name)/fixture.\(suffix)", generator: "test", sourceDateEpoch: 1_700_000_000)
+            }
+            return try #require(last)
+        }
+        let first = try await package("first")
+        let second = try await package("second")
+        for suffix in ["tar.gz", "tar.xz", "tar.zst"] {
+            let a = try Data(contentsOf: URL(fileURLWithPath: "\(root)/out-first/fixture.\(suffix)"))
+            let b = try Data(contentsOf: URL(fileURLWithPath: "\(root)/out-second/fixture.\(suffix)"))
+            #expect(a == b, "fixture.\(suffix) differs between two packagings")
+        }
+        func listing(_ directory: String) throws -> [String] {
+            try ([""] + fm.subpathsOfDirectory(atPath: directory).sorted()).map { relative in
+                let path = directory + (relative.isEmpty ? "" : "/" + relative)
+                let attributes = try fm.attributesOfItem(atPath: path)
+                let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue ?? -1
+                let mtime = (attributes[.modificationDate] as? Date)?.timeIntervalSince1970 ?? -1
+                let content = fm.contents(atPath: path).map { $0.count } ?? -1
+                return "\(relative) \(String(mode, radix: 8)) \(mtime) \(content)"
+            }
+        }
+        #expect(try listing(first.directory) == listing(second.directory))
+        #expect(try listing(first.directory).allSatisfy { $0.contains(" 1700000000.0 ") })
+        let tarList = try await Fixtures.run(["tar", "-tvzf", "\(root)/out-first/fixture.tar.gz"]).standardOutput
+        #expect(tarList.split(separator: "\n").allSatisfy { $0.contains(" 0/0 ") })
+    }
 }
