@@ -23,7 +23,10 @@ struct DKMSPackageCommand: AsyncParsableCommand {
             and is linted before anything is written. The output folder appears whole or not at all. \
             The sources are copied as for `nvbuild build`: no build products, symlinks inside the \
             tree copied as the files they point to, and a dangling, absolute or tree-leaving \
-            symlink refused (exit 2) before anything is written.
+            symlink refused (exit 2) before anything is written. MAKE[0] runs make with DKMS's own \
+            ${parallel_jobs} (dkms -j, else the CPU count of the machine that builds it) unless \
+            --jobs fixes a count. With SOURCE_DATE_EPOCH set, the folder and the tarball are \
+            reproducible: the same bytes on every run and machine.
 
             Example:
               nvbuild dkms package --tree kernel-open --name nvidia --version 595.45.04 --output /usr/src
