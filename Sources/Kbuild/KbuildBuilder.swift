@@ -52,7 +52,10 @@ public struct KernelBuildResult: Sendable, Codable {
     public var release: String
     public var kernelOutputDirectory: String
     public var succeeded: Bool
-    /// Why the build failed: one message, with the failing file:line when the compiler named one.
+    /// Not built because the tree refuses this kernel by configuration (e.g. PREEMPT_RT);
+    /// `reason` says why. A skipped row does not fail a multi-kernel build.
+    public var skipped = false
+    /// Why the build failed or was skipped: one message, with the failing file:line when the compiler named one.
     public var reason: Diagnostic?
     public var failure: BuildFailure?
     public var logPath: String?
@@ -64,6 +67,12 @@ public struct KernelBuildResult: Sendable, Codable {
         KernelBuildResult(
             label: label, release: release, kernelOutputDirectory: output, succeeded: false, reason: reason,
             failure: nil, logPath: logPath, command: nil, modules: [], seconds: 0)
+    }
+
+    public static func skipped(label: String, release: String, output: String, reason: Diagnostic) -> KernelBuildResult {
+        var result = failed(label: label, release: release, output: output, reason: reason)
+        result.skipped = true
+        return result
     }
 }
 

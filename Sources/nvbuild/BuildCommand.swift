@@ -69,7 +69,7 @@ struct BuildCommand: AsyncParsableCommand {
         // The per-kernel copies refuse the same links; checking once here makes a tree
         // that cannot be copied a usage error (exit 2) before any kernel is tried.
         _ = try TreeMirror(scanning: driverTree.path)
-        let targets = try resolveTargets()
+        let targets = try resolveTargets(tree: driverTree)
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"
         let compiler = cc ?? ProcessInfo.processInfo.environment["CC"].flatMap { $0.isEmpty ? nil : $0 }
@@ -85,6 +85,8 @@ struct BuildCommand: AsyncParsableCommand {
             switch target {
             case .failed(let label, let output, let reason):
                 results.append(.failed(label: label, release: label, output: output, reason: reason))
+            case .skipped(let kernel, let reason):
+                results.append(.skipped(label: Self.label(for: kernel), release: kernel.release, output: kernel.outputDirectory, reason: reason))
             case .kernel(let kernel):
                 var label = Self.label(for: kernel)
                 var n = 2
@@ -109,7 +111,7 @@ struct BuildCommand: AsyncParsableCommand {
         } else {
             printTable(results)
         }
-        if results.contains(where: { !$0.succeeded }) { throw ExitCode(1) }
+        if results.contains(where: { !$0.succeeded && !$0.skipped }) { throw ExitCode(1) }
     }
 
     /// The build folder name: the release for an installed kernel, plus a tag of the
@@ -133,12 +135,22 @@ struct BuildCommand: AsyncParsableCommand {
     enum Target {
         case kernel(KernelTarget)
         case failed(label: String, output: String, reason: Diagnostic)
+        /// `--kernel all` found a kernel the tree refuses by its configuration.
+        case skipped(KernelTarget, reason: Diagnostic)
+    }
+
+    /// Why the tree refuses `kernel` by configuration, as its own sanity checks would:
+    /// PREEMPT_RT kernels unless IGNORE_PREEMPT_RT_PRESENCE=1 (the Kbuild's switch).
+    static func refusal(of kernel: KernelTarget, by tree: DriverTree, environment: [String: String]) -> Diagnostic? {
+        guard tree.rejectsPreemptRT, kernel.facts.preemptRT, environment["IGNORE_PREEMPT_RT_PRESENCE"] != "1" else { return nil }
+        return .note("the tree's sanity check refuses PREEMPT_RT kernels", file: kernel.configPath,
+                     remedy: "set IGNORE_PREEMPT_RT_PRESENCE=1 to build it anyway, or name the kernel with --kernel to see the check fail")
     }
 
     /// Every kernel asked for; a tree that cannot even be described becomes a failed row.
     /// Each named kernel is resolved as every other command resolves its one kernel
     /// (KernelOptions); only `all` and the repeated options are this command's own.
-    private func resolveTargets() throws -> [Target] {
+    private func resolveTargets(tree: DriverTree) throws -> [Target] {
         let discovery = KernelDiscovery()
         var targets: [Target] = []
         func describe(_ label: String, _ output: String, release: String? = nil, source: String? = nil, outputDirectory: String? = nil) {
@@ -157,7 +169,12 @@ struct BuildCommand: AsyncParsableCommand {
                 guard !installed.isEmpty else {
                     throw UserError(.environment, "--kernel all: no kernel headers found under /lib/modules/*/build; install some, e.g. apt-get install linux-headers-amd64")
                 }
-                targets += installed.map { .kernel($0) }
+                // A kernel the tree refuses is a skipped row under `all`; named explicitly,
+                // it is built and fails its sanity check as before.
+                let environment = ProcessInfo.processInfo.environment
+                targets += installed.map { kernel in
+                    Self.refusal(of: kernel, by: tree, environment: environment).map { .skipped(kernel, reason: $0) } ?? .kernel(kernel)
+                }
             } else {
                 describe(release, "/lib/modules/\(release)/build", release: release)
             }
@@ -196,7 +213,7 @@ struct BuildCommand: AsyncParsableCommand {
         for r in results {
             let kernel = r.label == r.release ? r.release : "\(r.release) (\(r.kernelOutputDirectory))"
             if r.modules.isEmpty {
-                rows.append([kernel, "-", "failed", "-", r.reason?.message ?? ""])
+                rows.append([kernel, "-", r.skipped ? "skipped" : "failed", "-", r.reason?.message ?? ""])
                 continue
             }
             for m in r.modules {
@@ -209,7 +226,7 @@ struct BuildCommand: AsyncParsableCommand {
             for c in 0..<5 {
                 var cell = row[c].padding(toLength: c == 4 ? row[c].count : widths[c], withPad: " ", startingAt: 0)
                 if i == 0 { cell = Terminal.styled(cell, .bold) }
-                if c == 2, i > 0 { cell = Terminal.styled(cell, row[c] == "ok" ? .green : .red) }
+                if c == 2, i > 0 { cell = Terminal.styled(cell, row[c] == "ok" ? .green : row[c] == "skipped" ? .yellow : .red) }
                 line += cell + (c < 4 ? "  " : "")
             }
             Terminal.out(line)

@@ -77,4 +77,25 @@ import Testing
         let entries = (try? FileManager.default.subpathsOfDirectory(atPath: scratch + "/cache")) ?? []
         #expect(!entries.isEmpty, "build did not use --cache-dir")
     }
+
+    /// `--kernel all` on a tree whose sanity checks refuse PREEMPT_RT: the -rt kernel is a
+    /// skipped row with the reason and the run succeeds; named explicitly it still fails.
+    @Test func allSkipsKernelsTheTreeRefuses() throws {
+        let rt = try #require(try CLI.kernels().first { $0.contains("-rt-") }, "scripts/setup installs the 6.1 -rt headers")
+        let scratch = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        try FileManager.default.copyItem(atPath: CLI.fixture, toPath: scratch + "/tree")
+        let all = try CLI.run(["build", "--tree", scratch + "/tree", "--kernel", "all", "--json", "--build-dir", scratch + "/build"])
+        #expect(all.status == 0, "\(all.stderr)")
+        let rows = try JSONSerialization.jsonObject(with: Data(all.stdout.utf8)) as? [[String: Any]] ?? []
+        let rtRow = try #require(rows.first { $0["release"] as? String == rt })
+        #expect(rtRow["skipped"] as? Bool == true)
+        #expect(((rtRow["reason"] as? [String: Any])?["message"] as? String)?.contains("PREEMPT_RT") == true)
+        for row in rows where row["release"] as? String != rt && !((row["release"] as? String) ?? "").contains("-rt-") {
+            #expect(row["succeeded"] as? Bool == true, "\(row["release"] ?? "?") did not build")
+        }
+        let named = try CLI.run(["build", "--tree", scratch + "/tree", "--kernel", rt, "--build-dir", scratch + "/build"])
+        #expect(named.status == 1)
+        #expect(named.stdout.contains("PREEMPT_RT") || named.stderr.contains("PREEMPT_RT"))
+    }
 }
