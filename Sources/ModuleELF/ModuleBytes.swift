@@ -21,7 +21,12 @@ final class ModuleBytes {
 
     /// Maps `path` privately (copy-on-write), so libelf may use the bytes in place.
     static func map(path: String) throws(ModuleReadError) -> ModuleBytes {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // stat before open: opening a FIFO for reading blocks until a writer appears, and a
+        // device's open may have side effects. O_NONBLOCK covers a swap between stat and open.
+        var before = stat()
+        if stat(path, &before) != 0 { throw ModuleReadError(path: path, .unreadable(String(cString: strerror(errno)))) }
+        if (before.st_mode & S_IFMT) != S_IFREG { throw ModuleReadError(path: path, .notRegularFile) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 { throw ModuleReadError(path: path, .unreadable(String(cString: strerror(errno)))) }
         defer { close(fd) }
         var info = stat()

@@ -47,6 +47,12 @@ extension ModuleTree {
         }
     }
 
+    /// libkmod opens a path for a blocking read, which never returns on a FIFO: stat it first.
+    static func isRegularFile(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+    }
+
     static func isModulePath(_ argument: String) -> Bool {
         argument.contains("/") || argument.hasSuffix(".ko") || argument.hasSuffix(".ko.xz")
             || argument.hasSuffix(".ko.zst") || argument.hasSuffix(".ko.gz")
@@ -76,6 +82,10 @@ extension ModuleTree {
     private func listPath(
         _ path: String, pathModules: [String: String], into listing: inout DependencyListing, visiting: inout Set<String>
     ) {
+        guard Self.isRegularFile(path) else {
+            listing.error = "\(path): not a regular file; pass a .ko, .ko.xz, .ko.zst or .ko.gz file"
+            return
+        }
         var module: OpaquePointer?
         guard kmod_module_new_from_path(context, path, &module) >= 0, let module else {
             listing.error = "\(path): not a readable kernel module"
@@ -112,7 +122,7 @@ extension ModuleTree {
     /// The module name libkmod gives a file (basename, `-` as `_`).
     public func moduleName(ofFile path: String) -> String? {
         var module: OpaquePointer?
-        guard kmod_module_new_from_path(context, path, &module) >= 0, let module else { return nil }
+        guard Self.isRegularFile(path), kmod_module_new_from_path(context, path, &module) >= 0, let module else { return nil }
         defer { kmod_module_unref(module) }
         return String(cString: kmod_module_get_name(module))
     }

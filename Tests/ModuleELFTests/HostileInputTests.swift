@@ -149,3 +149,19 @@ import Testing
         #expect(module.values("signer").isEmpty)
     }
 }
+
+/// A FIFO named like a module is refused from its stat, never opened for a blocking read
+/// (which would wait forever for a writer).
+@Suite struct NonRegularFileTests {
+    @Test func fifoIsRefusedWithoutBlocking() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nvbuild-fifo-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        for name in ["pipe.ko", "pipe.ko.xz"] {
+            let path = directory.appendingPathComponent(name).path
+            #expect(mkfifo(path, 0o600) == 0)
+            #expect(throws: ModuleReadError(path: path, .notRegularFile)) { _ = try ModuleFile.read(path: path) }
+            #expect(throws: ModuleReadError(path: path, .notRegularFile)) { _ = try LoaderFacts.read(path: path) }
+        }
+    }
+}

@@ -96,3 +96,19 @@ enum InstalledTrees {
         #expect(withOptions == plain + "max_bonds=0 miimon=100 ")
     }
 }
+
+/// A FIFO named like a module is refused by its stat; libkmod would block reading it.
+@Suite struct NonRegularModulePathTests {
+    @Test(arguments: InstalledTrees.releases.prefix(1))
+    func fifoArgumentIsRefused(release: String) throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nvbuild-order-fifo-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("pipe.ko").path
+        #expect(mkfifo(path, 0o600) == 0)
+        let tree = try ModuleTree(moduleDirectory: "/lib/modules/\(release)")
+        let listing = try #require(tree.dependencyListings(for: [path]).first)
+        #expect(listing.error == "\(path): not a regular file; pass a .ko, .ko.xz, .ko.zst or .ko.gz file")
+        #expect(listing.actions.isEmpty)
+    }
+}
