@@ -44,7 +44,17 @@ public struct SanityChecker: Sendable {
         self.compilerIdentity = compilerIdentity
     }
 
-    private func set(_ name: String) -> Bool { !(environment[name] ?? "").isEmpty }
+    private func set(_ name: String) -> Bool { Self.isSet(name, in: environment) }
+    /// The Kbuild's switches count as set when non-empty.
+    private static func isSet(_ name: String, in environment: [String: String]) -> Bool { !(environment[name] ?? "").isEmpty }
+
+    /// The PREEMPT_RT check decided from the configuration alone, without a compile: why
+    /// the tree refuses this kernel, or nil. `build --kernel all` asks it to skip such kernels.
+    public static func preemptRTRefusal(config: KernelConfig, environment: [String: String]) -> String? {
+        guard !isSet("IGNORE_PREEMPT_RT_PRESENCE", in: environment),
+              config.isEnabled("PREEMPT_RT") || config.isEnabled("PREEMPT_RT_FULL") else { return nil }
+        return "the target kernel has the PREEMPT_RT patch set (CONFIG_PREEMPT_RT), which the driver does not support; set IGNORE_PREEMPT_RT_PRESENCE=1 to build anyway"
+    }
 
     public func runAll(config: KernelConfig) async throws -> [SanityResult] {
         var results: [SanityResult] = []
@@ -86,10 +96,7 @@ public struct SanityChecker: Sendable {
             return pass()
         case .preemptRT:
             if set("IGNORE_PREEMPT_RT_PRESENCE") { return pass(skipped: true) }
-            if config.isEnabled("PREEMPT_RT") || config.isEnabled("PREEMPT_RT_FULL") {
-                return fail("the target kernel has the PREEMPT_RT patch set (CONFIG_PREEMPT_RT), which the driver does not support; set IGNORE_PREEMPT_RT_PRESENCE=1 to build anyway")
-            }
-            return pass()
+            return Self.preemptRTRefusal(config: config, environment: environment).map(fail) ?? pass()
         case .vgpuKVM:
             guard set("VGX_KVM_BUILD") else { return pass(skipped: true) }
             func on(_ o: String) -> Bool { config.isEnabled(o, includingModule: true) }

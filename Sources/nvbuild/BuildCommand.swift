@@ -1,4 +1,5 @@
 import ArgumentParser
+import Conftest
 import Foundation
 import Kbuild
 import KernelTree
@@ -139,12 +140,12 @@ struct BuildCommand: AsyncParsableCommand {
         case skipped(KernelTarget, reason: Diagnostic)
     }
 
-    /// Why the tree refuses `kernel` by configuration, as its own sanity checks would:
-    /// PREEMPT_RT kernels unless IGNORE_PREEMPT_RT_PRESENCE=1 (the Kbuild's switch).
+    /// Why the tree refuses `kernel` by configuration: its sanity check's own rule
+    /// (PREEMPT_RT unless IGNORE_PREEMPT_RT_PRESENCE), for trees that run that check.
     static func refusal(of kernel: KernelTarget, by tree: DriverTree, environment: [String: String]) -> Diagnostic? {
-        guard tree.rejectsPreemptRT, kernel.facts.preemptRT, environment["IGNORE_PREEMPT_RT_PRESENCE"] != "1" else { return nil }
-        return .note("the tree's sanity check refuses PREEMPT_RT kernels", file: kernel.configPath,
-                     remedy: "set IGNORE_PREEMPT_RT_PRESENCE=1 to build it anyway, or name the kernel with --kernel to see the check fail")
+        guard tree.rejectsPreemptRT,
+              let reason = SanityChecker.preemptRTRefusal(config: kernel.config, environment: environment) else { return nil }
+        return .note("skipped: \(reason)", file: kernel.configPath)
     }
 
     /// Every kernel asked for; a tree that cannot even be described becomes a failed row.
