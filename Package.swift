@@ -64,7 +64,7 @@ let package = Package(
         ),
 
         // Facts about the machine the tests run on, shared by several test targets.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["KernelTree"], path: "Tests/TestSupport"),
         .testTarget(name: "SupportTests", dependencies: ["NVBuildSupport"]),
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
         .testTarget(name: "ConftestTests", dependencies: ["TestSupport", "Conftest", "KernelTree"]),

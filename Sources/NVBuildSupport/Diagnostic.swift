@@ -30,16 +30,16 @@ public struct Diagnostic: Sendable, Equatable, Codable, CustomStringConvertible 
         Diagnostic(.error, message, file: file, line: line, remedy: remedy)
     }
 
-    public var description: String {
-        var location = ""
-        if let file {
-            location = file
-            if let line { location += ":\(line)" }
-            location += ": "
-        }
-        let advice = remedy.map { " (\($0))" } ?? ""
-        return "\(location)\(severity.rawValue): \(message)\(advice)"
+    /// `file:line: `, `file: ` or nothing: what precedes the severity word.
+    public var locationPrefix: String {
+        guard let file else { return "" }
+        return file + (line.map { ":\($0)" } ?? "") + ": "
     }
+
+    /// ` (remedy)` or nothing: what follows the message.
+    public var remedySuffix: String { remedy.map { " (\($0))" } ?? "" }
+
+    public var description: String { "\(locationPrefix)\(severity.rawValue): \(message)\(remedySuffix)" }
 }
 
 /// An error meant for the user: one precise sentence naming what is wrong and the remedy.

@@ -122,7 +122,7 @@ struct LoadOptions: ParsableArguments {
                 if !result.loads { line += " (\(result.errnoName))" }
                 Terminal.out(line)
                 for message in result.messages { Terminal.out("  kernel: \(message)") }
-                for note in result.notes { Terminal.out("  note: \(note.message)" + (note.remedy.map { " (\($0))" } ?? "")) }
+                for note in result.notes { Terminal.out("  note: \(note.message)\(note.remedySuffix)") }
             }
         }
         if !report.allLoad { throw ExitCode(1) }

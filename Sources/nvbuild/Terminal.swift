@@ -50,10 +50,8 @@ enum Terminal {
     /// output encodes the value itself).
     static func report(_ diagnostic: Diagnostic) {
         let style: Style = diagnostic.severity == .error ? .red : diagnostic.severity == .warning ? .yellow : .dim
-        var location = ""
-        if let file = diagnostic.file { location = file + (diagnostic.line.map { ":\($0)" } ?? "") + ": " }
-        let remedy = diagnostic.remedy.map { " (\($0))" } ?? ""
-        let text = location + styled(diagnostic.severity.rawValue + ":", style, stderr: true) + " " + diagnostic.message + remedy
+        let text = diagnostic.locationPrefix + styled(diagnostic.severity.rawValue + ":", style, stderr: true) + " "
+            + diagnostic.message + diagnostic.remedySuffix
         FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import KernelTree
 
 /// The standard Debian 6.1 and 6.12 kernels scripts/setup installs, found on the
 /// machine rather than named here: the newest installed ABI of each series.
@@ -17,10 +18,7 @@ public enum InstalledKernels {
     /// run on `release`, or nil when the image is installed. Headers alone give
     /// /lib/modules/<release>/build but no modules.
     public static func imageProblem(_ release: String) -> String? {
-        let files = ["/lib/modules/\(release)/modules.dep", "/boot/vmlinuz-\(release)"]
-        guard let missing = files.first(where: { !FileManager.default.fileExists(atPath: $0) }) else { return nil }
-        return "kernel \(release) has headers but no image (\(missing) is missing): "
-            + "apt-get install linux-image-\(release) (or linux-image-\(release)-unsigned), or run scripts/setup"
+        KernelImage(release: release).problem(release: release).map { "kernel \(release): \($0)" }
     }
 
     /// Throws the one line of `imageProblem` when the image of `release` is missing, so a
