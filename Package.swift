@@ -50,6 +50,7 @@ let package = Package(
             dependencies: [
                 "NVBuildSupport", "SourceTree",
                 .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             // Compiled into the binary rather than a resource bundle beside it: an
             // installed nvbuild is one file, and a missing bundle would stop Bundle.module.

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Mustache
 import NVBuildSupport
@@ -70,6 +71,18 @@ public enum DKMSPackager {
         public var confPath: String
         public var tarball: String?
         public var findings: [LintFinding]
+        /// Every file the package holds, sorted by path.
+        public var manifest: [PackageFile]
+    }
+
+    /// One file of a package, as `--json` lists it.
+    public struct PackageFile: Sendable, Equatable, Codable {
+        /// Relative to the package folder.
+        public var path: String
+        /// Permission bits, octal as `stat -c %a` prints them.
+        public var mode: String
+        public var size: Int
+        public var sha256: String
     }
 
     /// Writes `<outputRoot>/<name>-<version>/` (tree copy plus dkms.conf) and,
@@ -103,6 +116,8 @@ public enum DKMSPackager {
         try sources.write(to: staging, method: .copy)
         try AtomicFile.write(conf, to: "\(staging)/dkms.conf")
         if let sourceDateEpoch { try normalize(staging, mtime: sourceDateEpoch) }
+        try checkModuleLocations(spec, in: staging, tree: tree.path)
+        let manifest = try Self.manifest(of: staging)
 
         var tarballPath: String?
         if let tarball {
@@ -116,7 +131,35 @@ public enum DKMSPackager {
         } else {
             try fm.moveItem(atPath: staging, toPath: final)
         }
-        return Output(directory: final, confPath: "\(final)/dkms.conf", tarball: tarballPath, findings: findings)
+        return Output(directory: final, confPath: "\(final)/dkms.conf", tarball: tarballPath, findings: findings, manifest: manifest)
+    }
+
+    /// DKMS looks for each built module in its BUILT_MODULE_LOCATION: a folder the
+    /// package lacks (left out, or named by a Kbuild the copy does not carry) would fail
+    /// only on the user's machine, after the build.
+    static func checkModuleLocations(_ spec: DKMSPackageSpec, in staging: String, tree: String) throws {
+        for module in spec.modules where !module.location.isEmpty {
+            var info = stat()
+            guard stat("\(staging)/\(module.location)", &info) == 0, info.st_mode & S_IFMT == S_IFDIR else {
+                throw UserError(.failed, "\(tree)/\(module.kbuildFile): module \(module.name) is built in \(module.location)/, which the package would not contain (BUILT_MODULE_LOCATION must exist in the package); check that folder is part of the tree")
+            }
+        }
+    }
+
+    /// Path, mode, size and SHA-256 of every regular file under `root`, sorted by path.
+    static func manifest(of root: String) throws -> [PackageFile] {
+        let paths = try FileManager.default.subpathsOfDirectory(atPath: root).sorted()
+        return try paths.compactMap { relative in
+            let path = "\(root)/\(relative)"
+            var info = stat()
+            guard lstat(path, &info) == 0 else { throw UserError(.environment, "\(path): \(String(cString: strerror(errno)))") }
+            guard info.st_mode & S_IFMT == S_IFREG else { return nil }
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw UserError(.environment, "\(path): cannot read the file back to list it: \(String(cString: strerror(errno)))")
+            }
+            let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+            return PackageFile(path: relative, mode: String(info.st_mode & 0o7777, radix: 8), size: Int(info.st_size), sha256: digest)
+        }
     }
 
     /// `tar` writes the archive to a temporary name that is renamed into place.

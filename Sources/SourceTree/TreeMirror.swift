@@ -47,6 +47,9 @@ public struct TreeMirror: Sendable {
     static let excludedDirectories: Set<String> = [".nvbuild", ".tmp_versions", ".git", ".hg", ".svn"]
     /// File names Kbuild writes next to the sources: objects, modules (also
     /// compressed), .mod/.mod.c, modules.order, Module.symvers.
+    /// Version-control files a checkout carries beside the sources: they describe the
+    /// repository, not the build, and must not reach a package.
+    static let versionControlFiles: Set<String> = [".gitignore", ".gitattributes", ".gitmodules", ".mailmap", ".hgignore", ".hgtags", ".cvsignore", ".bzrignore"]
     static let buildProductSuffixes = [
         ".o", ".ko", ".mod", ".mod.c", ".mod.o", ".order", ".symvers", ".o.ur-safe", ".ko.xz", ".ko.zst", ".ko.gz",
     ]
@@ -55,7 +58,7 @@ public struct TreeMirror: Sendable {
     /// that a copy must not carry (it would be stale, or written through).
     public static func isBuildProduct(_ name: String, isDirectory: Bool, atTop: Bool) -> Bool {
         // `.git` is a file in worktrees and submodules.
-        if name == ".git" { return true }
+        if name == ".git" || versionControlFiles.contains(name) { return true }
         if isDirectory {
             return excludedDirectories.contains(name) || (atTop && name == "conftest")
         }

@@ -44,7 +44,7 @@ struct DKMSPackageCommand: AsyncParsableCommand {
     @Option(help: "A fixed make job count for MAKE[0] (default: DKMS's ${parallel_jobs} on the machine that builds it).") var jobs: Int?
     @Option(help: "DEST_MODULE_LOCATION for every module.") var destModuleLocation: String = "/updates/dkms"
     @Option(help: "A Mustache template to render instead of the built-in dkms.conf template.") var template: String?
-    @Flag(help: "Print JSON instead of text.") var json = false
+    @Flag(help: "Print JSON instead of text: the package folder, its modules, lint findings and the manifest (path, mode, size, sha256 of every file).") var json = false
 
     func run() async throws {
         let driverTree = try DriverTree.load(path: tree)
@@ -76,8 +76,10 @@ struct DKMSPackageCommand: AsyncParsableCommand {
                 var tarball: String?
                 var modules: [String]
                 var findings: [LintFinding]
+                var manifest: [DKMSPackager.PackageFile]
             }
-            try Terminal.json(Report(directory: result.directory, dkmsConf: result.confPath, tarball: result.tarball, modules: driverTree.moduleNames, findings: result.findings))
+            try Terminal.json(Report(directory: result.directory, dkmsConf: result.confPath, tarball: result.tarball, modules: driverTree.moduleNames,
+                                     findings: result.findings, manifest: result.manifest))
             return
         }
         for f in result.findings { Terminal.report(f.reported) }

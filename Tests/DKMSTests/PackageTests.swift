@@ -81,6 +81,37 @@ struct PackageTests {
         #expect(entries.isSuperset(of: ["dkms_main_tree/", "dkms_source_tree/dkms.conf", "dkms_source_tree/nvbuild_plain.c", "dkms_source_tree/Kbuild"]))
     }
 
+    /// What a checkout and an earlier build leave in a tree (VCS files, objects, modules,
+    /// Kbuild's command files, conftest/ output) is not shipped, and the manifest lists
+    /// exactly the package's files with the digests sha256sum computes.
+    @Test func packageLeavesOutVCSAndBuildFilesAndListsItsManifest() async throws {
+        let root = try Fixtures.temporaryDirectory("pkg-manifest")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        let treePath = "\(root)/tree"
+        try fm.copyItem(atPath: Fixtures.plainModule, toPath: treePath)
+        for (name, text) in [(".gitignore", "*.o\n"), (".gitattributes", "* text\n"), ("nvbuild_plain.o", "obj"), ("nvbuild_plain.ko", "ko"),
+                             (".nvbuild_plain.o.cmd", "cmd"), ("nvbuild_plain.mod.c", "c"), ("modules.order", "m"), ("Module.symvers", "s")] {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: "\(treePath)/\(name)"))
+        }
+        try fm.createDirectory(atPath: "\(treePath)/.git/objects", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: "\(treePath)/conftest", withIntermediateDirectories: true)
+        try Data("#undef X\n".utf8).write(to: URL(fileURLWithPath: "\(treePath)/conftest/functions.h"))
+        let tree = try DriverTree.load(path: treePath)
+        let result = try await DKMSPackager.package(tree: tree, spec: DKMSPackageSpec(name: "hello", version: "1.0", tree: tree), outputRoot: "\(root)/out")
+        let shipped = try fm.subpathsOfDirectory(atPath: result.directory).sorted()
+        #expect(shipped == ["Kbuild", "Makefile", "dkms.conf", "nvbuild_plain.c"])
+        #expect(result.manifest.map(\.path) == shipped)
+        let sums = try await Fixtures.run(["sha256sum"] + shipped.map { "\(result.directory)/\($0)" }).standardOutput
+        let expected = sums.split(separator: "\n").map { String($0.prefix(64)) }
+        #expect(result.manifest.map(\.sha256) == expected)
+        for file in result.manifest {
+            let attributes = try fm.attributesOfItem(atPath: "\(result.directory)/\(file.path)")
+            #expect((attributes[.size] as? NSNumber)?.intValue == file.size)
+            #expect((attributes[.posixPermissions] as? NSNumber).map { String($0.intValue, radix: 8) } == file.mode)
+        }
+    }
+
     /// With SOURCE_DATE_EPOCH two packagings give the same bytes, though the second runs
     /// from a copy whose files have other mtimes and modes (as
     /// another machine's checkout would): the tree (names, modes, mtimes, contents) and
