@@ -57,7 +57,7 @@ public final class ResultCache: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw UserError(.environment, "\(directory): cannot create the cache directory (\(error.localizedDescription)); pick another with --cache-dir or pass --no-cache")
+            throw UserError.fileSystem(cannot: "create the cache directory", directory, error, remedy: "pick another with --cache-dir or pass --no-cache")
         }
         loadStatIndex()
     }

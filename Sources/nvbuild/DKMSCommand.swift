@@ -50,10 +50,7 @@ struct DKMSPackageCommand: AsyncParsableCommand {
         let driverTree = try DriverTree.load(path: tree)
         var templateText: String?
         if let template {
-            guard let data = FileManager.default.contents(atPath: template) else {
-                throw UserError(.usage, "\(template): cannot read the template; pass a readable .mustache file")
-            }
-            templateText = String(decoding: data, as: UTF8.self)
+            templateText = try TextFile.read(template, kind: .usage, remedy: "pass a readable .mustache file")
         }
         let spec = DKMSPackageSpec(
             name: name, version: version, tree: driverTree,
