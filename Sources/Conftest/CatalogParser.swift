@@ -1,4 +1,5 @@
 import Foundation
+import NVBuildSupport
 
 /// A problem in a catalog file, with its location.
 public struct CatalogError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -64,9 +65,7 @@ public struct Catalog: Sendable {
         var sources: [(String, String)] = []
         for file in files {
             let path = directory + "/" + file
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw CatalogError(location: .init(file: path, line: 0), message: "cannot read catalog file")
-            }
+            let text = try TextFile.read(path)
             sources.append((path, text))
         }
         return try CatalogParser.parse(sources)

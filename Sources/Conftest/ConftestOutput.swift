@@ -92,7 +92,7 @@ public enum ConftestOutput {
             do {
                 try AtomicFile.write(content, to: full, durable: false)
             } catch {
-                throw UserError(.environment, "\(full): cannot write (\(error)); choose a writable --output directory")
+                throw UserError.fileSystem(cannot: "write", full, error, remedy: "choose a writable --output directory")
             }
         }
     }

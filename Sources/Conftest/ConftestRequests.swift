@@ -58,7 +58,7 @@ public struct ConftestRequests: Sendable {
         guard fm.isReadableFile(atPath: path + "/Kbuild") else {
             throw UserError(.environment, "\(path)/Kbuild: not readable; --tree must name a Kbuild driver tree such as NVIDIA's kernel-open/")
         }
-        let kbuild = try String(contentsOfFile: path + "/Kbuild", encoding: .utf8)
+        let kbuild = try TextFile.read(path + "/Kbuild")
         var available = requested ?? knownModules.filter { fm.fileExists(atPath: "\(path)/\($0)") }
         if requested == nil && available.isEmpty {
             // Trees shaped like kernel-open/ but with other module names declare their default list.
@@ -82,7 +82,7 @@ public struct ConftestRequests: Sendable {
 
         var headerTests: [String] = []
         let presencePath = path + "/header-presence-tests.mk"
-        if let text = try? String(contentsOfFile: presencePath, encoding: .utf8) {
+        if let text = try TextFile.readIfPresent(presencePath) {
             headerTests = MakeSyntax.listValue(of: "NV_HEADER_PRESENCE_TESTS", in: text)
         }
         let script = path + "/conftest.sh"
@@ -99,7 +99,7 @@ public struct ConftestRequests: Sendable {
 
     /// `(variable, test)` pairs of a fragment in file order, following `include $(src)/...` lines.
     static func requestsOf(fragment: String, tree: String, depth: Int = 0) throws -> [(String, String)] {
-        guard depth < 8, let text = try? String(contentsOfFile: fragment, encoding: .utf8) else { return [] }
+        guard depth < 8, let text = try TextFile.readIfPresent(fragment) else { return [] }
         var result: [(String, String)] = []
         for line in MakeSyntax.logicalLines(text) {
             let trimmed = line.trimmingCharacters(in: .whitespaces)

@@ -44,6 +44,9 @@ public struct ProbeReport: Sendable, Codable {
     public var cachedCompiles: Int
     /// Of the compiled probes, those whose outcome a union translation unit showed.
     public var unionCompiles: Int
+    /// Cache entries (and manifests) refused as corrupt or sealed for another key, each
+    /// recomputed instead of used.
+    public var cacheRejected: Int
 
     public struct HeaderPresenceResult: Sendable, Equatable, Codable {
         public var header: String
@@ -114,6 +117,7 @@ public enum Prober {
         // Sanity checks first: a failing one stops the probe with its reason.
         progress(.sanity, 0, SanityCheck.allCases.count)
         let cache = options.cache
+        let rejectedBefore = cache?.rejectedEntries ?? 0
         cache?.abstract([(kernel.sourceDirectory, "{kernel-source}"), (kernel.outputDirectory, "{kernel-output}"),
                          (options.tree.path, "{tree}")])
         let identity = try await ResultCache.compilerIdentity(compiler, environment: env)
@@ -147,7 +151,8 @@ public enum Prober {
             compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, utsRelease: uts,
             tests: plan.requested.compactMap { results[$0] }, requests: requests, patchFiles: options.tree.patchFiles,
             seconds: clock.total, phaseSeconds: clock.phases, compiles: compiled.compiledCount, compilerRuns: runner.runs.value,
-            cachedCompiles: compiled.cachedCount, unionCompiles: compiled.unionCount
+            cachedCompiles: compiled.cachedCount, unionCompiles: compiled.unionCount,
+            cacheRejected: (cache?.rejectedEntries ?? 0) - rejectedBefore
         )
     }
 }

@@ -15,8 +15,10 @@ import Synchronization
 /// shared and each is checked once per run.
 ///
 /// Entries and manifests are written atomically and end with a checksum of their
-/// content: a truncated or corrupted file is detected and recomputed, never trusted,
-/// and concurrent probes sharing a cache never read a half-written file.
+/// content, which includes the key (or manifest id) the file answers: a truncated or
+/// corrupted file, or one copied or moved onto another key's name (a shared or synced
+/// cache can do that), is detected and recomputed, never trusted, and concurrent probes
+/// sharing a cache never read a half-written file.
 public final class ResultCache: Sendable {
     public let directory: String
     /// What one run learns, shared by the probe's concurrent compiles.
@@ -33,9 +35,16 @@ public final class ResultCache: Sendable {
         /// Path → (stat signature, hash) across runs (the file-index file).
         var statIndex: [String: (signature: String, hash: String)] = [:]
         var statIndexChanged = false
+        /// Entries and manifests found corrupt or answering another key than their name says.
+        var rejected = 0
     }
     private let state = Mutex(State())
     private var substitutions: [(path: String, placeholder: String)] { state.withLock { $0.substitutions } }
+
+    /// How many entries and manifests this cache refused so far because they were corrupt,
+    /// truncated, or sealed for another key than the one their file name stands for. Each
+    /// was a miss, recomputed and overwritten.
+    public var rejectedEntries: Int { state.withLock { $0.rejected } }
 
     public struct Context: Sendable {
         public var compiler: CompilerCommand
@@ -48,7 +57,7 @@ public final class ResultCache: Sendable {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
-            throw UserError(.environment, "\(directory): cannot create the cache directory (\(error.localizedDescription)); pick another with --cache-dir or pass --no-cache")
+            throw UserError.fileSystem(cannot: "create the cache directory", directory, error, remedy: "pick another with --cache-dir or pass --no-cache")
         }
         loadStatIndex()
     }
@@ -141,40 +150,47 @@ public final class ResultCache: Sendable {
     // MARK: Public operations
 
     public func lookup(context: Context, source: String, files: [TestDefinition.AuxiliaryFile]) -> (compiled: Bool, diagnostics: String)? {
-        read(entryPath(key(context: context, source: source, files: files)))
+        read(key: key(context: context, source: source, files: files))
     }
 
     public func store(context: Context, source: String, files: [TestDefinition.AuxiliaryFile], compiled: Bool,
                       diagnostics: String, dependencies: [String], absent: [String] = []) {
-        write(entryPath(key(context: context, source: source, files: files)), ok: compiled, output: diagnostics,
+        write(key: key(context: context, source: source, files: files), ok: compiled, output: diagnostics,
               dependencies: dependencies, absent: absent)
     }
 
     /// A cached result of any other step (header presence, sanity compile), under a
     /// key the caller derives from everything the step reads besides `dependencies`.
     public func lookup(step key: String) -> (ok: Bool, output: String)? {
-        read(entryPath(stepKey(key)))
+        read(key: stepKey(key))
     }
 
     public func store(step key: String, ok: Bool, output: String, dependencies: [String], absent: [String] = []) {
-        write(entryPath(stepKey(key)), ok: ok, output: output, dependencies: dependencies, absent: absent)
+        write(key: stepKey(key), ok: ok, output: output, dependencies: dependencies, absent: absent)
     }
 
     // MARK: Storage
 
+    /// The first line of an entry in the current format; any other is a miss.
+    static let entryFormat = "nvbuild-cache 4"
+    static let manifestFormat = "nvbuild-manifest 4"
+
     /// Entry format (text, one field per line, then the output verbatim):
-    ///   nvbuild-cache 3 / ok 0|1 / manifest <id> / absent <path>... / output <bytes> / <output> / checksum <sha256 of all above>
-    private func write(_ path: String, ok: Bool, output: String, dependencies: [String], absent: [String]) {
+    ///   nvbuild-cache 4 / key <hex> / ok 0|1 / manifest <id> / absent <path>... / output <bytes> / <output> / checksum <sha256 of all above>
+    /// The key line is what binds the entry to its file name: the seal covers it.
+    private func write(key: String, ok: Bool, output: String, dependencies: [String], absent: [String]) {
         guard let manifestID = manifest(for: dependencies) else { return }  // an input vanished meanwhile: do not cache
-        var body = "nvbuild-cache 3\nok \(ok ? 1 : 0)\nmanifest \(manifestID)\n"
+        var body = "\(Self.entryFormat)\nkey \(key)\nok \(ok ? 1 : 0)\nmanifest \(manifestID)\n"
         for a in absent { body += "absent \(normalize(a))\n" }
         body += "output \(output.utf8.count)\n\(output)\n"
         // Not fsynced: a torn entry fails its checksum and is a miss, never a wrong answer.
-        try? AtomicFile.write(Self.sealed(body), to: path, durable: false)
+        try? AtomicFile.write(Self.sealed(body), to: entryPath(key), durable: false)
     }
 
     /// The id of the manifest for a dependency list, written once; many results of one
     /// run share a list (probes with the same includes), so it is computed once per list.
+    /// Manifest format: nvbuild-manifest 4 / id <id> / <sha256> <path>... / checksum <sha256 of all above>,
+    /// the id being the SHA-256 of the `<sha256> <path>` lines.
     private func manifest(for dependencies: [String]) -> String? {
         let list = Set(dependencies).sorted()
         if let id = state.withLock({ $0.manifestIDs[list] }) { return id }
@@ -184,46 +200,106 @@ public final class ResultCache: Sendable {
             manifest += h + " " + normalizePath(dep) + "\n"
         }
         let id = SHA256.hash(data: Data(manifest.utf8)).hexString
-        let mPath = manifestPath(id)
-        if !FileManager.default.fileExists(atPath: mPath) {
-            try? AtomicFile.write(Self.sealed(manifest), to: mPath, durable: false)
+        // Written unless a valid one is there: a file left corrupt or foreign under this
+        // id is replaced rather than kept forever.
+        if Self.manifestLines(FileManager.default.contents(atPath: manifestPath(id)), id: id) == nil {
+            try? AtomicFile.write(Self.sealed("\(Self.manifestFormat)\nid \(id)\n" + manifest), to: manifestPath(id), durable: false)
         }
         state.withLock { $0.manifestIDs[list] = id }
         return id
     }
 
-    private func read(_ path: String) -> (Bool, String)? {
-        guard let body = Self.unsealed(FileManager.default.contents(atPath: path)) else { return nil }
+    /// What a stored file holds, as far as trusting it goes.
+    enum Verdict: Equatable {
+        /// No file: an ordinary miss.
+        case missing
+        /// A sound file of an earlier format: a miss, overwritten by this run.
+        case obsolete
+        /// Corrupt, truncated, or sealed for another key: a miss that is counted.
+        case rejected
+        case valid(String)
+    }
+
+    /// An entry's body after its format and key line, when it is sealed and answers `key`.
+    static func entryBody(_ data: Data?, key: String) -> Verdict {
+        guard let data else { return .missing }
+        guard let body = unsealed(data) else { return .rejected }
+        guard body.hasPrefix(entryFormat + "\n") else {
+            return body.hasPrefix("nvbuild-cache ") ? .obsolete : .rejected
+        }
+        let keyLine = "key " + key + "\n"
+        let rest = body.dropFirst(entryFormat.count + 1)
+        guard rest.hasPrefix(keyLine) else { return .rejected }
+        return .valid(String(rest.dropFirst(keyLine.count)))
+    }
+
+    /// A manifest's `<sha256> <path>` lines, when it is sealed, names `id` and hashes to it.
+    static func manifestLines(_ data: Data?, id: String) -> String? {
+        guard case .valid(let lines) = manifestVerdict(data, id: id) else { return nil }
+        return lines
+    }
+
+    static func manifestVerdict(_ data: Data?, id: String) -> Verdict {
+        guard let data else { return .missing }
+        guard let body = unsealed(data) else { return .rejected }
+        let header = manifestFormat + "\nid " + id + "\n"
+        // Earlier formats had no header line (an upgraded cache still holds them): a miss,
+        // rewritten by the next store. A current one naming another id was moved here.
+        guard body.hasPrefix(header) else { return body.hasPrefix(manifestFormat + "\n") ? .rejected : .obsolete }
+        let lines = String(body.dropFirst(header.count))
+        guard SHA256.hash(data: Data(lines.utf8)).hexString == id else { return .rejected }
+        return .valid(lines)
+    }
+
+    private func reject() { state.withLock { $0.rejected += 1 } }
+
+    private func read(key: String) -> (Bool, String)? {
+        let body: String
+        switch Self.entryBody(FileManager.default.contents(atPath: entryPath(key)), key: key) {
+        case .missing, .obsolete: return nil
+        case .rejected:
+            reject()
+            return nil
+        case .valid(let b): body = b
+        }
         var rest = Substring(body)
         func line() -> Substring? {
             guard let nl = rest.firstIndex(of: "\n") else { return nil }
             defer { rest = rest[rest.index(after: nl)...] }
             return rest[..<nl]
         }
-        guard line() == "nvbuild-cache 3", let okLine = line(), okLine.hasPrefix("ok "),
+        // Sealed but malformed: written by something else than this cache.
+        func malformed() -> (Bool, String)? {
+            reject()
+            return nil
+        }
+        guard let okLine = line(), okLine == "ok 0" || okLine == "ok 1",
             let manifestLine = line(), manifestLine.hasPrefix("manifest ")
-        else { return nil }
+        else { return malformed() }
         var absent: [String] = []
         var next = line()
         while let l = next, l.hasPrefix("absent ") {
             absent.append(String(l.dropFirst("absent ".count)))
             next = line()
         }
-        guard let outputLine = next, outputLine.hasPrefix("output "), let count = Int(outputLine.dropFirst("output ".count)) else { return nil }
+        guard let outputLine = next, outputLine.hasPrefix("output "), let count = Int(outputLine.dropFirst("output ".count)) else { return malformed() }
         let bytes = Array(rest.utf8)
-        guard bytes.count >= count else { return nil }
+        guard count >= 0, bytes.count >= count else { return malformed() }
         let output = String(decoding: bytes[0..<count], as: UTF8.self)
         guard manifestValid(String(manifestLine.dropFirst("manifest ".count))) else { return nil }
         for a in absent where FileManager.default.fileExists(atPath: expand(a)) { return nil }
         return (okLine == "ok 1", output)
     }
 
+    /// Whether every file a manifest lists still has its recorded content; a corrupt or
+    /// foreign manifest counts as rejected once per run, a stale one is an ordinary miss.
     private func manifestValid(_ id: String) -> Bool {
         if let v = state.withLock({ $0.manifestVerdicts[id] }) { return v }
         var valid = false
-        if let text = Self.unsealed(FileManager.default.contents(atPath: manifestPath(id))),
-            SHA256.hash(data: Data(text.utf8)).hexString == id
-        {
+        switch Self.manifestVerdict(FileManager.default.contents(atPath: manifestPath(id)), id: id) {
+        case .missing, .obsolete: break
+        case .rejected: reject()
+        case .valid(let text):
             valid = true
             for entry in text.utf8.split(separator: UInt8(ascii: "\n")) {
                 guard entry.count > 65 else { valid = false; break }

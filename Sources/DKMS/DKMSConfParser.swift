@@ -1,4 +1,5 @@
 import Foundation
+import NVBuildSupport
 
 /// Something in a value that the shell would expand when DKMS sources dkms.conf.
 public struct ShellExpansion: Sendable, Equatable {
@@ -85,10 +86,7 @@ public struct DKMSConf: Sendable {
     }
 
     public static func read(path: String) throws -> DKMSConf {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw DKMSError("\(path): cannot read the file; check the path and its permissions")
-        }
-        return parse(String(decoding: data, as: UTF8.self), path: path)
+        parse(try TextFile.read(path, remedy: "check the path and its permissions"), path: path)
     }
 
     public static func parse(_ text: String, path: String = "dkms.conf") -> DKMSConf {

@@ -83,6 +83,11 @@ public enum DKMSDirectives {
         "parallel_jobs",
     ]
 
+    /// Scripts DKMS runs at a step (`run_build_script` in /usr/sbin/dkms): the value's first
+    /// word is a path relative to the package's build/ copy (PRE_BUILD, POST_BUILD) or its
+    /// source/ folder (the others); the rest are its arguments.
+    public static let hooks: Set<String> = ["PRE_BUILD", "POST_BUILD", "PRE_INSTALL", "POST_INSTALL", "POST_ADD", "POST_REMOVE"]
+
     public static var all: Set<String> { arrays.union(scalars) }
 }
 
@@ -127,6 +132,7 @@ public enum DKMSLinter {
         lintRecords(conf, add)
         lintMake(conf, add)
         lintValues(conf, add)
+        lintHooks(conf, add)
         return findings.sorted { ($0.line, $0.rule) < ($1.line, $1.rule) }
     }
 
@@ -298,6 +304,39 @@ public enum DKMSLinter {
                 break
             }
         }
+    }
+
+    /// A hook script must lie inside the package: DKMS prefixes its folder to the path and
+    /// runs the result, so `../` climbs out of it into whatever the machine has there, and
+    /// an absolute path does not mean what it says.
+    private static func lintHooks(_ conf: DKMSConf, _ add: Add) {
+        for a in conf.assignments where DKMSDirectives.hooks.contains(a.name) {
+            guard let script = a.value.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init) else { continue }
+            let folder = a.name.hasSuffix("_BUILD") ? "build" : "source"
+            if script.hasPrefix("/") {
+                add(.error, "hook-path", a.line,
+                    "\(a.name)=\"\(script)\" is an absolute path; DKMS runs \(a.name) as <dkms tree>/<module>/<version>/\(folder)\(script), so it never runs \(script) and depends on what the package holds under that name",
+                    "ship the script in the package and name it relative to the package root, e.g. \(a.name)=\"scripts/\(URL(fileURLWithPath: script).lastPathComponent)\"")
+            } else if leavesFolder(script) {
+                add(.error, "hook-path", a.line,
+                    "\(a.name)=\"\(script)\" leaves the package: DKMS runs it from <dkms tree>/<module>/<version>/\(folder)/, and `..` climbs out of that into files the package does not control",
+                    "ship the script in the package and name it relative to the package root, without `..`")
+            }
+        }
+    }
+
+    /// Whether a relative path climbs above its starting folder at any point.
+    static func leavesFolder(_ path: String) -> Bool {
+        var depth = 0
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == ".." {
+                depth -= 1
+                if depth < 0 { return true }
+            } else if part != "." {
+                depth += 1
+            }
+        }
+        return false
     }
 
     static func editDistance(_ a: String, _ b: String) -> Int {

@@ -26,12 +26,19 @@ public struct DKMSPackageSpec: Sendable, Equatable {
         self.destination = destination
     }
 
+    /// The longest --name or --version: `.<name>-<version>.tmp-<pid>`, the staging folder
+    /// beside the package, must stay within a file name's 255 bytes.
+    public static let maximumLength = 120
+
     /// DKMS puts these in paths and shell words: keep them to safe characters.
     public func validate() throws {
         let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-~")
         for (label, value) in [("--name", name), ("--version", version)] {
             guard !value.isEmpty, value.unicodeScalars.allSatisfy(safe.contains), value.first != "-", value != ".", value != ".." else {
                 throw UserError(.usage, "\(label) \"\(value)\": use only letters, digits and . _ + - ~ (DKMS uses it in /usr/src/<name>-<version> and in shell words)")
+            }
+            guard value.utf8.count <= Self.maximumLength else {
+                throw UserError(.usage, "\(label) is \(value.utf8.count) characters long; DKMS makes it part of folder names (/usr/src/<name>-<version>), so use at most \(Self.maximumLength)")
             }
         }
         guard destination.hasPrefix("/kernel") || destination.hasPrefix("/updates") || destination.hasPrefix("/extra"),
@@ -103,18 +110,31 @@ public enum DKMSPackager {
         let final = "\(outputRoot)/\(spec.name)-\(spec.version)"
         let findings = DKMSLinter.lint(DKMSConf.parse(conf, path: "\(final)/dkms.conf"))
         if findings.contains(where: { $0.severity == .error }) {
-            throw UserError(.failed, "the rendered dkms.conf fails its lint, so nothing was written:\n" + findings.map(\.description).joined(separator: "\n"))
+            let errors = findings.filter { $0.severity == .error }.map { "line \($0.line): \($0.message) [\($0.rule)]" }
+            throw UserError(.failed, "the rendered dkms.conf fails its lint, so nothing was written: " + errors.joined(separator: "; "))
         }
         // The tree's own dkms.conf is replaced by the rendered one. Scanned before
         // anything is written, so a refused symlink leaves no output folder.
         let sources = try TreeMirror(scanning: tree.path, excludingTopLevel: ["dkms.conf"])
         let fm = FileManager.default
-        try fm.createDirectory(atPath: outputRoot, withIntermediateDirectories: true)
+        let createdOutputRoot = !fm.fileExists(atPath: outputRoot)
+        do {
+            try fm.createDirectory(atPath: outputRoot, withIntermediateDirectories: true)
+        } catch {
+            throw UserError.fileSystem(cannot: "create", outputRoot, error, remedy: "choose another --output")
+        }
+        var finished = false
+        // A failure leaves no trace, not even the (then empty) --output folder it created.
+        defer { if createdOutputRoot && !finished { rmdir(outputRoot) } }
         let staging = "\(outputRoot)/.\(spec.name)-\(spec.version).tmp-\(getpid())"
         try? fm.removeItem(atPath: staging)
         defer { try? fm.removeItem(atPath: staging) }
-        try sources.write(to: staging, method: .copy)
-        try AtomicFile.write(conf, to: "\(staging)/dkms.conf")
+        do {
+            try sources.write(to: staging, method: .copy)
+            try AtomicFile.write(conf, to: "\(staging)/dkms.conf")
+        } catch {
+            throw UserError.fileSystem(cannot: "write the package in", outputRoot, error, remedy: "choose another --output")
+        }
         if let sourceDateEpoch { try normalize(staging, mtime: sourceDateEpoch) }
         try checkModuleLocations(spec, in: staging, tree: tree.path)
         let manifest = try Self.manifest(of: staging)
@@ -123,14 +143,24 @@ public enum DKMSPackager {
         if let tarball {
             tarballPath = try await writeTarball(sourceDirectory: staging, to: tarball, sourceDateEpoch: sourceDateEpoch)
         }
-        if fm.fileExists(atPath: final) {
-            let old = "\(outputRoot)/.\(spec.name)-\(spec.version).old-\(getpid())"
-            try fm.moveItem(atPath: final, toPath: old)
-            try fm.moveItem(atPath: staging, toPath: final)
-            try? fm.removeItem(atPath: old)
-        } else {
-            try fm.moveItem(atPath: staging, toPath: final)
+        do {
+            if fm.fileExists(atPath: final) {
+                let old = "\(outputRoot)/.\(spec.name)-\(spec.version).old-\(getpid())"
+                try fm.moveItem(atPath: final, toPath: old)
+                do {
+                    try fm.moveItem(atPath: staging, toPath: final)
+                } catch {
+                    try? fm.moveItem(atPath: old, toPath: final)  // the earlier package stays as it was
+                    throw error
+                }
+                try? fm.removeItem(atPath: old)
+            } else {
+                try fm.moveItem(atPath: staging, toPath: final)
+            }
+        } catch {
+            throw UserError.fileSystem(cannot: "replace", final, error, remedy: "remove it or choose another --output")
         }
+        finished = true
         return Output(directory: final, confPath: "\(final)/dkms.conf", tarball: tarballPath, findings: findings, manifest: manifest)
     }
 
@@ -167,15 +197,23 @@ public enum DKMSPackager {
         let target = URL(fileURLWithPath: path).standardizedFileURL.path
         let directory = URL(fileURLWithPath: target).deletingLastPathComponent().path
         let fm = FileManager.default
-        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        do {
+            try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw UserError.fileSystem(cannot: "create", directory, error, remedy: "choose another --tarball")
+        }
         let stage = "\(directory)/.dkms-tarball-\(getpid())"
         try? fm.removeItem(atPath: stage)
         defer { try? fm.removeItem(atPath: stage) }
-        try fm.createDirectory(atPath: stage, withIntermediateDirectories: true)
-        try TreeMirror(scanning: sourceDirectory, excludingTopLevel: ["dkms.conf"]).write(to: "\(stage)/dkms_source_tree", method: .copy)
-        // mktarball also writes dkms_main_tree/ (prebuilt modules); ldtarball accepts it empty.
-        try fm.createDirectory(atPath: "\(stage)/dkms_main_tree", withIntermediateDirectories: true)
-        try fm.copyItem(atPath: "\(sourceDirectory)/dkms.conf", toPath: "\(stage)/dkms_source_tree/dkms.conf")
+        do {
+            try fm.createDirectory(atPath: stage, withIntermediateDirectories: true)
+            try TreeMirror(scanning: sourceDirectory, excludingTopLevel: ["dkms.conf"]).write(to: "\(stage)/dkms_source_tree", method: .copy)
+            // mktarball also writes dkms_main_tree/ (prebuilt modules); ldtarball accepts it empty.
+            try fm.createDirectory(atPath: "\(stage)/dkms_main_tree", withIntermediateDirectories: true)
+            try fm.copyItem(atPath: "\(sourceDirectory)/dkms.conf", toPath: "\(stage)/dkms_source_tree/dkms.conf")
+        } catch {
+            throw UserError.fileSystem(cannot: "write the tarball's files in", directory, error, remedy: "choose another --tarball")
+        }
         let temporary = "\(directory)/.\(URL(fileURLWithPath: target).lastPathComponent).tmp-\(getpid())"
         // gzip -n: no name or timestamp in the gzip header; xz, zstd and bzip2 store none.
         let compression = target.hasSuffix(".xz") ? "-J" : target.hasSuffix(".zst") ? "--zstd" : target.hasSuffix(".bz2") ? "-j" : "--use-compress-program=gzip -n"
@@ -191,7 +229,7 @@ public enum DKMSPackager {
         }
         guard rename(temporary, target) == 0 else {
             unlink(temporary)
-            throw UserError(.environment, "\(target): cannot move the tarball into place: \(String(cString: strerror(errno)))")
+            throw UserError(.environment, FileSystemError.sentence(cannot: "write", target, POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO), remedy: "choose another --tarball"))
         }
         return target
     }
@@ -200,17 +238,22 @@ public enum DKMSPackager {
     /// symlinks exist there: the tree copy resolves them).
     static func normalize(_ root: String, mtime: Int) throws {
         let fm = FileManager.default
-        var paths = try fm.subpathsOfDirectory(atPath: root).map { root + "/" + $0 }
+        var paths: [String]
+        do {
+            paths = try fm.subpathsOfDirectory(atPath: root).map { root + "/" + $0 }
+        } catch {
+            throw UserError.fileSystem(cannot: "read", root, error)
+        }
         paths.append(root)
         let times = [timespec(tv_sec: mtime, tv_nsec: 0), timespec(tv_sec: mtime, tv_nsec: 0)]
         for path in paths {
             var info = stat()
-            guard lstat(path, &info) == 0 else { throw UserError(.environment, "\(path): \(String(cString: strerror(errno)))") }
+            guard lstat(path, &info) == 0 else { throw UserError(.environment, "\(path): \(FileSystemError.cause(errno: errno))") }
             let isDirectory = info.st_mode & S_IFMT == S_IFDIR
             let executable = isDirectory || info.st_mode & 0o111 != 0
             guard chmod(path, executable ? 0o755 : 0o644) == 0,
                   utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) == 0
-            else { throw UserError(.environment, "\(path): cannot set its mode and time: \(String(cString: strerror(errno)))") }
+            else { throw UserError(.environment, "\(path): cannot set its mode and time: \(FileSystemError.cause(errno: errno))") }
         }
     }
 }

@@ -130,7 +130,7 @@ public struct KbuildBuilder: Sendable {
         } catch let error as UserError {
             return fail(.error(error.message))
         } catch {
-            return fail(.error("cannot prepare the build folder \(request.buildTree): \(error)"))
+            return fail(.error("cannot prepare the build folder \(request.buildTree): \(FileSystemError.cause(error))"))
         }
         if request.tree.requestsConftest, let prepare {
             do {
@@ -138,7 +138,7 @@ public struct KbuildBuilder: Sendable {
             } catch let error as UserError {
                 return fail(.error("probe failed: \(error.message)"))
             } catch {
-                return fail(.error("probe failed: \(error)"))
+                return fail(.error("probe failed: \(UserError.describe(error))"))
             }
         }
         let invocation = KbuildInvocation.modules(
@@ -149,7 +149,7 @@ public struct KbuildBuilder: Sendable {
         do {
             status = try await runLogged(invocation, logPath: request.logPath, label: request.label)
         } catch {
-            return fail(.error("could not run make: \(error)"), log: request.logPath)
+            return fail(.error("could not run make: \(UserError.describe(error))"), log: request.logPath)
         }
         var modules: [ModuleResult] = []
         for spec in request.selectedModules {

@@ -65,7 +65,7 @@ public struct KernelDiscovery: Sendable {
             throw UserError(.environment, "\(sourceDirectory): kernel source directory does not exist")
         }
         let configPath = output + "/.config"
-        guard let configText = try? String(contentsOfFile: configPath, encoding: .utf8) else {
+        guard let configText = try TextFile.readIfPresent(configPath) else {
             throw UserError(
                 .environment,
                 "\(configPath): cannot read the kernel configuration; point --kernel-output at a configured kernel build tree (one with .config and include/generated)"

@@ -1,4 +1,5 @@
 import Foundation
+import NVBuildSupport
 
 /// One line of `Module.symvers`: `crc<TAB>symbol<TAB>module<TAB>export type[<TAB>namespace]`.
 public struct SymbolExport: Sendable, Equatable, Codable {
@@ -52,7 +53,7 @@ public struct ModuleSymvers: Sendable {
     }
 
     public init(contentsOf path: String) throws {
-        self.init(parsing: try String(contentsOfFile: path, encoding: .utf8))
+        self.init(parsing: try TextFile.read(path))
     }
 
     public subscript(symbol: String) -> SymbolExport? {

@@ -10,10 +10,15 @@ public enum AtomicFile {
     public static func write(_ data: Data, to path: String, durable: Bool = true) throws {
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        } catch {
+            throw AtomicFileError(path: directory, step: .createDirectory, errno: FileSystemError.errno(of: error) ?? EIO)
+        }
         let temporary = "\(directory)/.\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw AtomicFileError.cannotCreate(temporary, errno) }
+        // The temporary's name is longer than the target's: report the target's own problem.
+        guard fd >= 0 else { throw AtomicFileError(path: path, step: .write, errno: errno) }
         var ok = false
         defer {
             if !ok { unlink(temporary) }
@@ -26,14 +31,14 @@ public enum AtomicFile {
                     if errno == EINTR { continue }
                     let e = errno
                     close(fd)
-                    throw AtomicFileError.cannotWrite(temporary, e)
+                    throw AtomicFileError(path: path, step: .write, errno: e)
                 }
                 offset += n
             }
         }
         if durable { fsync(fd) }
         close(fd)
-        guard rename(temporary, path) == 0 else { throw AtomicFileError.cannotRename(temporary, path, errno) }
+        guard rename(temporary, path) == 0 else { throw AtomicFileError(path: path, step: .replace, errno: errno) }
         ok = true
     }
 
@@ -42,17 +47,19 @@ public enum AtomicFile {
     }
 }
 
-public enum AtomicFileError: Error, CustomStringConvertible {
-    case cannotCreate(String, Int32)
-    case cannotWrite(String, Int32)
-    case cannotRename(String, String, Int32)
+/// Why an atomic write failed, naming the file the caller asked for (never the temporary).
+public struct AtomicFileError: Error, CustomStringConvertible, Sendable {
+    public enum Step: Sendable { case createDirectory, write, replace }
+    public var path: String
+    public var step: Step
+    public var errno: Int32
 
     public var description: String {
-        switch self {
-        case .cannotCreate(let p, let e): return "\(p): cannot create: \(String(cString: strerror(e)))"
-        case .cannotWrite(let p, let e): return "\(p): cannot write: \(String(cString: strerror(e)))"
-        case .cannotRename(let from, let to, let e):
-            return "\(to): cannot rename \(from) into place: \(String(cString: strerror(e)))"
+        let action = switch step {
+        case .createDirectory: "create the folder"
+        case .write: "write"
+        case .replace: "replace"
         }
+        return "cannot \(action) \(path): \(FileSystemError.cause(errno: errno))"
     }
 }

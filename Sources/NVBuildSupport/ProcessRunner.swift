@@ -83,7 +83,7 @@ public struct ProcessRunner: Sendable {
             }
             return ProcessOutput(arguments: arguments, exitStatus: Self.code(status), standardOutput: standardOutput, standardError: standardError)
         } catch {
-            throw ProcessRunnerError.launchFailed(arguments[0], "\(error)")
+            throw ProcessRunnerError.launchFailed(arguments[0], UserError.describe(error))
         }
     }
 
@@ -110,7 +110,7 @@ public struct ProcessRunner: Sendable {
                 }
             }.terminationStatus
         } catch {
-            throw ProcessRunnerError.launchFailed(arguments[0], "\(error)")
+            throw ProcessRunnerError.launchFailed(arguments[0], UserError.describe(error))
         }
         return Self.code(status)
     }

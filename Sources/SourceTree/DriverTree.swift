@@ -54,8 +54,8 @@ public struct DriverTree: Sendable, Equatable, Codable {
         guard FileManager.default.fileExists(atPath: root, isDirectory: &isDir), isDir.boolValue else {
             throw UserError(.usage, "\(path): not a directory; pass --tree the directory that holds the module's Kbuild or Makefile")
         }
-        let makefile = read(root + "/Makefile")
-        let kbuild = read(root + "/Kbuild")
+        let makefile = try read(root + "/Makefile")
+        let kbuild = try read(root + "/Kbuild")
         guard makefile != nil || kbuild != nil else {
             throw UserError(.usage, "\(root): has neither a Kbuild nor a Makefile; pass --tree the top directory of the module sources")
         }
@@ -63,7 +63,7 @@ public struct DriverTree: Sendable, Equatable, Codable {
             return try loadNVIDIA(root: root, makefile: makefile, kbuild: kbuild ?? "")
         }
         var modules: [ModuleSpec] = []
-        collectPlain(root: root, directory: "", into: &modules, depth: 0)
+        try collectPlain(root: root, directory: "", into: &modules, depth: 0)
         guard !modules.isEmpty else {
             throw UserError(.usage, "\(root): no `obj-m += <name>.o` line in its Kbuild or Makefile, so there is no module to build")
         }
@@ -89,7 +89,7 @@ public struct DriverTree: Sendable, Equatable, Codable {
         var allText = kbuild
         for name in candidates {
             let fragment = "\(name)/\(name).Kbuild"
-            guard let text = read("\(root)/\(fragment)") else { continue }
+            guard let text = try read("\(root)/\(fragment)") else { continue }
             allText += text
             for object in objects(in: text).modules {
                 modules.append(ModuleSpec(name: object, location: "", kbuildFile: fragment))
@@ -104,18 +104,18 @@ public struct DriverTree: Sendable, Equatable, Codable {
             requestsConftest: requests, rejectsPreemptRT: allText.contains("preempt_rt_sanity_check"))
     }
 
-    private static func collectPlain(root: String, directory: String, into modules: inout [ModuleSpec], depth: Int) {
+    private static func collectPlain(root: String, directory: String, into modules: inout [ModuleSpec], depth: Int) throws {
         guard depth < 8 else { return }
         let base = directory.isEmpty ? root : "\(root)/\(directory)"
         // Kbuild reads Kbuild in preference to Makefile.
         let name = FileManager.default.fileExists(atPath: base + "/Kbuild") ? "Kbuild" : "Makefile"
-        guard let text = read("\(base)/\(name)") else { return }
+        guard let text = try read("\(base)/\(name)") else { return }
         let found = objects(in: text)
         for module in found.modules where !modules.contains(where: { $0.name == module && $0.location == directory }) {
             modules.append(ModuleSpec(name: module, location: directory, kbuildFile: directory.isEmpty ? name : "\(directory)/\(name)"))
         }
         for sub in found.subdirectories {
-            collectPlain(root: root, directory: directory.isEmpty ? sub : "\(directory)/\(sub)", into: &modules, depth: depth + 1)
+            try collectPlain(root: root, directory: directory.isEmpty ? sub : "\(directory)/\(sub)", into: &modules, depth: depth + 1)
         }
     }
 
@@ -149,9 +149,10 @@ public struct DriverTree: Sendable, Equatable, Codable {
         return (modules, subdirectories)
     }
 
-    private static func read(_ path: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        return String(decoding: data, as: UTF8.self)
+    /// nil when the file does not exist; one line naming the file (and the offset of a
+    /// byte that is not UTF-8) when it cannot be read as text.
+    private static func read(_ path: String) throws -> String? {
+        try TextFile.readIfPresent(path, kind: .usage)
     }
 }
 

@@ -161,7 +161,7 @@ struct BuildCommand: AsyncParsableCommand {
             } catch let error as UserError {
                 targets.append(.failed(label: label, output: output, reason: .error(error.message)))
             } catch {
-                targets.append(.failed(label: label, output: output, reason: .error("\(error)")))
+                targets.append(.failed(label: label, output: output, reason: .error(UserError.describe(error))))
             }
         }
         for release in releases {

@@ -50,10 +50,7 @@ struct DKMSPackageCommand: AsyncParsableCommand {
         let driverTree = try DriverTree.load(path: tree)
         var templateText: String?
         if let template {
-            guard let data = FileManager.default.contents(atPath: template) else {
-                throw UserError(.usage, "\(template): cannot read the template; pass a readable .mustache file")
-            }
-            templateText = String(decoding: data, as: UTF8.self)
+            templateText = try TextFile.read(template, kind: .usage, remedy: "pass a readable .mustache file")
         }
         let spec = DKMSPackageSpec(
             name: name, version: version, tree: driverTree,
@@ -103,9 +100,11 @@ struct DKMSLintCommand: AsyncParsableCommand {
         abstract: "Check dkms.conf files without executing them.",
         discussion: """
             Reports unknown or misspelled directives, gaps in array indices, missing \
-            required fields, MAKE lines DKMS rewrites, and any command substitution, \
+            required fields, MAKE lines DKMS rewrites, hook scripts (PRE_BUILD, POST_BUILD, \
+            PRE_INSTALL, POST_INSTALL, POST_ADD, POST_REMOVE) named by an absolute path or \
+            leaving the package with `..`, and any command substitution, \
             backtick, shell statement or expansion other than DKMS's own variables, \
-            each with file:line and a fix. The file is parsed, never sourced.
+            each with file:line and a fix. The file is parsed, never sourced; it must be UTF-8.
             Exit status: 0 no errors (warnings allowed unless --strict), 1 findings, 2 unreadable file.
 
             Example:

@@ -187,15 +187,13 @@ func readArguments(_ arguments: [String], from file: String?) throws -> [String]
         if arguments.isEmpty { throw UserError(.usage, "name at least one module (or --from FILE)") }
         return arguments
     }
-    let data: Data
+    let text: String
     if file == "-" {
-        data = FileHandle.standardInput.readDataToEndOfFile()
-    } else if let contents = FileManager.default.contents(atPath: file) {
-        data = contents
+        text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
     } else {
-        throw UserError(.usage, "\(file): cannot read the --from file; check the path")
+        text = try TextFile.read(file, kind: .usage, remedy: "check the --from path")
     }
-    let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+    let lines = text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
     let all = arguments + lines.filter { !$0.isEmpty }
     if all.isEmpty { throw UserError(.usage, "\(file) names no modules") }
     return all

@@ -45,6 +45,12 @@ enum Main {
             exit(error.kind == .failed ? 1 : 2)
         } catch let error as ExitCode {
             exit(error.rawValue)
+        } catch where !isArgumentParserError(error) {
+            // Whatever a library let through, in the project's words: Foundation's own text
+            // (`Error Domain=… UserInfo={…}`) never reaches the user. A file-system error is
+            // the environment's (exit 2), anything else a failure.
+            Terminal.error(UserError.describe(error))
+            exit(FileSystemError.isFoundation(error) ? 2 : 1)
         } catch {
             let code = NVBuild.exitCode(for: error)
             let message = NVBuild.fullMessage(for: error)
@@ -56,5 +62,10 @@ enum Main {
             // ArgumentParser reports usage errors as 64; this tool documents 2.
             exit(code == .validationFailure ? 2 : (code.rawValue == 1 ? 1 : 2))
         }
+    }
+
+    /// Parsing, help, validation and completion outcomes, which ArgumentParser itself words.
+    static func isArgumentParserError(_ error: any Error) -> Bool {
+        String(reflecting: type(of: error)).hasPrefix("ArgumentParser.")
     }
 }

@@ -149,6 +149,7 @@ struct RunProbe: AsyncParsableCommand {
             return
         }
         if verbose {
+            Terminal.out("cache: \(report.cachedCompiles) compile probes from cache, \(report.cacheRejected) rejected entr\(report.cacheRejected == 1 ? "y" : "ies") (corrupt or sealed for another key; recomputed)")
             Terminal.out("compiler runs: \(report.compilerRuns) (\(report.unionCompiles) probes shown by union units, \(report.compiles - report.unionCompiles) compiled alone); phases: " + report.phaseSeconds.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.3f", $0.value)) s" }.joined(separator: ", "))
             for t in report.tests {
                 Terminal.out("\(t.name): \(t.lines.map(\.text).joined(separator: "; "))")
@@ -173,7 +174,9 @@ enum ProbeSummary {
         }
         let delegated = report.delegated
         let seconds = String(format: "%.2f", report.seconds)
-        Terminal.out("probe \(report.kernel.release): \(report.tests.count) tests, \(report.headerPresence.count) headers: \(defined) defined, \(undefined) undefined, \(delegated.count) delegated; \(report.compiles) compiled, \(report.cachedCompiles) from cache; \(seconds) s → \(destination)")
+        // Rejected entries are named only when there are some: they mean a damaged or cross-copied cache.
+        let rejected = report.cacheRejected > 0 ? ", \(report.cacheRejected) rejected cache entr\(report.cacheRejected == 1 ? "y" : "ies") recomputed" : ""
+        Terminal.out("probe \(report.kernel.release): \(report.tests.count) tests, \(report.headerPresence.count) headers: \(defined) defined, \(undefined) undefined, \(delegated.count) delegated; \(report.compiles) compiled, \(report.cachedCompiles) from cache\(rejected); \(seconds) s → \(destination)")
         if !delegated.isEmpty {
             Terminal.warning("delegated to the tree's conftest.sh (not in the catalog): \(delegated.joined(separator: ", "))")
         }

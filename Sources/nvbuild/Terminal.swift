@@ -39,20 +39,50 @@ enum Terminal {
     }
 
     static func error(_ text: String) {
-        FileHandle.standardError.write(Data((styled("error:", .red, stderr: true) + " " + text + "\n").utf8))
+        FileHandle.standardError.write(Data((styled("error:", .red, stderr: true) + " " + escaped(text, keepingNewlines: true) + "\n").utf8))
     }
 
     static func warning(_ text: String) {
-        FileHandle.standardError.write(Data((styled("warning:", .yellow, stderr: true) + " " + text + "\n").utf8))
+        FileHandle.standardError.write(Data((styled("warning:", .yellow, stderr: true) + " " + escaped(text, keepingNewlines: true) + "\n").utf8))
     }
 
     /// The one way a library's `Diagnostic` reaches the terminal (text form; `--json`
-    /// output encodes the value itself).
+    /// output encodes the value itself). Always one line: text from input files is escaped.
     static func report(_ diagnostic: Diagnostic) {
         let style: Style = diagnostic.severity == .error ? .red : diagnostic.severity == .warning ? .yellow : .dim
-        let text = diagnostic.locationPrefix + styled(diagnostic.severity.rawValue + ":", style, stderr: true) + " "
-            + diagnostic.message + diagnostic.remedySuffix
+        let text = escaped(diagnostic.locationPrefix) + styled(diagnostic.severity.rawValue + ":", style, stderr: true) + " "
+            + escaped(diagnostic.message + diagnostic.remedySuffix)
         FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    /// Text from input files (a dkms.conf line, a file name) made safe for a terminal: control
+    /// characters, which a terminal would act on (ESC[2J clears it), are shown as escapes
+    /// such as `\x1b`; C1 controls (CSI is one) as `\u{9b}`. Tabs stay.
+    static func escaped(_ text: String, keepingNewlines: Bool = false) -> String {
+        guard text.unicodeScalars.contains(where: { needsEscape($0, keepingNewlines: keepingNewlines) }) else { return text }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            guard needsEscape(scalar, keepingNewlines: keepingNewlines) else {
+                out.unicodeScalars.append(scalar)
+                continue
+            }
+            switch scalar.value {
+            case 0x0A: out += "\\n"
+            case 0x0D: out += "\\r"
+            case 0..<0x80: out += "\\x" + (scalar.value < 0x10 ? "0" : "") + String(scalar.value, radix: 16)
+            default: out += "\\u{" + String(scalar.value, radix: 16) + "}"
+            }
+        }
+        return out
+    }
+
+    private static func needsEscape(_ scalar: Unicode.Scalar, keepingNewlines: Bool) -> Bool {
+        switch scalar.value {
+        case 0x09: return false
+        case 0x0A: return !keepingNewlines
+        case 0..<0x20, 0x7F, 0x80...0x9F: return true
+        default: return false
+        }
     }
 
     static func note(_ text: String) {

@@ -183,6 +183,50 @@ enum CLI {
         #expect(rows.allSatisfy { !(($0["note"] as? String) ?? "").isEmpty })
     }
 
+    /// A sound cache entry copied onto another key's file name (what a shared or synced CI
+    /// cache can do) is refused, recomputed and counted: the headers stay the reference's.
+    @Test func crossCopiedCacheEntryIsRejected() throws {
+        let kernel = try CLI.standardKernel("6.1.")
+        let golden = try GoldenFiles.directory(for: kernel).get()
+        let cache = CLI.temporaryDirectory(), outDir = CLI.temporaryDirectory()
+        defer {
+            try? FileManager.default.removeItem(atPath: cache)
+            try? FileManager.default.removeItem(atPath: outDir)
+        }
+        let probe = ["probe", "--tree", CLI.fixture, "--kernel", kernel, "--cache-dir", cache, "--output", outDir]
+        let cold = try CLI.run(probe + ["--quiet"])
+        #expect(cold.status == 0, "\(cold.stderr)")
+        // Entries live in two-hex-digit folders; their third line is the answer.
+        let fm = FileManager.default
+        let entries = try fm.contentsOfDirectory(atPath: cache).filter { $0.count == 2 }.sorted().flatMap { dir in
+            try fm.contentsOfDirectory(atPath: "\(cache)/\(dir)").sorted().map { "\(cache)/\(dir)/\($0)" }
+        }
+        func answer(_ path: String) -> String? {
+            (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").dropFirst(2).first.map(String.init)
+        }
+        let defined = try #require(entries.first { answer($0) == "ok 1" }, "no entry answers defined")
+        let undefined = try #require(entries.first { answer($0) == "ok 0" }, "no entry answers undefined")
+        try fm.removeItem(atPath: undefined)
+        try fm.copyItem(atPath: defined, toPath: undefined)
+
+        let warm = try CLI.run(probe + ["--verbose"])
+        #expect(warm.status == 0, "\(warm.stderr)")
+        #expect(warm.stdout.contains("1 rejected entry (corrupt or sealed for another key; recomputed)"), "\(warm.stdout)")
+        #expect(warm.stdout.contains("1 rejected cache entry recomputed"), "\(warm.stdout)")
+        for header in ["functions", "generic", "macros", "symbols", "types", "headers", "patches"] {
+            let mine = try String(contentsOfFile: "\(outDir)/\(header).h", encoding: .utf8)
+            let expected = try String(contentsOfFile: "\(golden)/\(header).h", encoding: .utf8)
+            #expect(mine == expected, "\(header).h differs from the reference after a cross-copied cache entry")
+        }
+        // The foreign entry was overwritten by one sealed for its own name, which the next run trusts.
+        let name = URL(fileURLWithPath: undefined).lastPathComponent
+        #expect(try String(contentsOfFile: undefined, encoding: .utf8).contains("\nkey \(name)\n"))
+        #expect(answer(undefined) == "ok 0")
+        let again = try CLI.run(probe)
+        #expect(again.status == 0)
+        #expect(!again.stdout.contains("rejected"), "\(again.stdout)")
+    }
+
     /// A probe killed with SIGKILL halfway leaves no half-written header, and a later
     /// probe with the same cache gives the reference results.
     @Test func killedProbeNeverChangesALaterResult() throws {

@@ -118,6 +118,48 @@ import TestSupport
         let again = try await Prober.run(try Repo.options(kernel: kernel, cache: try ResultCache(directory: cacheDir), only: only))
         #expect(again.compiles == cold.compiles)
         #expect(again.tests.map(\.lines) == cold.tests.map(\.lines))
+        #expect(again.cacheRejected > 0)
+    }
+
+    /// An entry answers only the key it was sealed for: one copied onto another key's name
+    /// is a counted miss, an entry of the previous format an uncounted one; both are
+    /// overwritten by the next store.
+    @Test func cacheEntryIsBoundToItsKey() throws {
+        let dir = try Repo.scratch("cache-key")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let cache = try ResultCache(directory: dir)
+        cache.store(step: "step-a", ok: true, output: "defined", dependencies: [])
+        cache.store(step: "step-b", ok: false, output: "undefined", dependencies: [])
+        let a = dir + "/" + String(cache.stepKey("step-a").prefix(2)) + "/" + cache.stepKey("step-a")
+        let b = dir + "/" + String(cache.stepKey("step-b").prefix(2)) + "/" + cache.stepKey("step-b")
+        #expect(try ResultCache(directory: dir).lookup(step: "step-b")?.output == "undefined")
+
+        try FileManager.default.removeItem(atPath: b)
+        try FileManager.default.copyItem(atPath: a, toPath: b)
+        let fresh = try ResultCache(directory: dir)
+        #expect(fresh.lookup(step: "step-b") == nil)
+        #expect(fresh.lookup(step: "step-a")?.output == "defined")
+        #expect(fresh.rejectedEntries == 1)
+        fresh.store(step: "step-b", ok: false, output: "undefined", dependencies: [])
+        #expect(fresh.lookup(step: "step-b")?.output == "undefined")
+
+        // The previous format, sealed and sound but without its key: a miss, not a rejection.
+        let body = try #require(String(contentsOfFile: a, encoding: .utf8).components(separatedBy: "checksum ").first)
+        let v3 = body.replacingOccurrences(of: "nvbuild-cache 4\nkey \(cache.stepKey("step-a"))\n", with: "nvbuild-cache 3\n")
+        #expect(v3 != body)
+        try ResultCache.sealed(v3).write(to: URL(fileURLWithPath: a))
+        let upgraded = try ResultCache(directory: dir)
+        #expect(upgraded.lookup(step: "step-a") == nil)
+        #expect(upgraded.rejectedEntries == 0)
+
+        // A manifest moved onto another id is refused too (its id is inside the seal).
+        let manifests = FileManager.default.enumerator(atPath: dir + "/manifests")!.compactMap { $0 as? String }.filter { $0.count > 3 }
+        #expect(manifests.count == 1)
+        let manifest = dir + "/manifests/" + manifests[0]
+        let text = try String(contentsOfFile: manifest, encoding: .utf8)
+        #expect(text.hasPrefix("nvbuild-manifest 4\nid "))
+        #expect(ResultCache.manifestLines(Data(text.utf8), id: String(repeating: "0", count: 64)) == nil)
+        #expect(ResultCache.manifestVerdict(Data(text.utf8), id: String(repeating: "0", count: 64)) == .rejected)
     }
 }
 

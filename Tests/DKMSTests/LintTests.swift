@@ -1,5 +1,6 @@
 import DKMS
 import Foundation
+import NVBuildSupport
 import Testing
 
 @Suite("dkms.conf lint")
@@ -95,6 +96,34 @@ struct LintTests {
         }
         #expect(FileManager.default.fileExists(atPath: "\(sandbox)/\(canaryName)"))
         #expect(!FileManager.default.fileExists(atPath: canary))
+    }
+
+    /// Every hook DKMS runs is checked: an absolute path or one climbing out with `..` is an
+    /// error on its line; a path that stays inside (even through `..`) is not.
+    @Test(arguments: DKMSDirectives.hooks.sorted())
+    func hookPathMustStayInThePackage(hook: String) {
+        let head = "PACKAGE_NAME=\"p\"\nPACKAGE_VERSION=\"1\"\nBUILT_MODULE_NAME[0]=\"m\"\nDEST_MODULE_LOCATION[0]=\"/updates/dkms\"\n"
+        for (value, flagged) in [("../../../../tmp/x.sh", true), ("/tmp/x.sh", true), ("scripts/../../x.sh", true),
+                                 ("scripts/run.sh --quiet", false), ("scripts/../run.sh", false), ("./run.sh", false)] {
+            let findings = DKMSLinter.lint(DKMSConf.parse(head + "\(hook)=\"\(value)\"\n")).filter { $0.rule == "hook-path" }
+            #expect(findings.count == (flagged ? 1 : 0), "\(hook)=\(value): \(findings)")
+            #expect(findings.allSatisfy { $0.severity == .error && $0.line == 5 })
+        }
+    }
+
+    /// The hooks are the ones the installed dkms runs (`run_build_script <hook> ...` in its script).
+    @Test func hooksAreTheOnesDKMSRuns() throws {
+        let dkms = try #require(ProcessRunner.lookup("dkms"), "dkms is not installed: run scripts/setup")
+        let script = try String(contentsOfFile: dkms, encoding: .utf8)
+        var hooks: Set<String> = []
+        for line in script.split(separator: "\n") {
+            let words = line.split(separator: " ")
+            if let i = words.firstIndex(of: "run_build_script"), i + 2 < words.count, words[i + 2].hasPrefix("\"$") {
+                hooks.insert(words[i + 1].uppercased())
+            }
+        }
+        #expect(!hooks.isEmpty)
+        #expect(hooks == DKMSDirectives.hooks)
     }
 
     @Test func unknownVariableAndSpecialExpansions() {
