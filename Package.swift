@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        // X.509 certificates and the ASN.1 under the module signature's PKCS#7 message.
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         // System libraries: modulemap + shim header, found through pkg-config.
@@ -39,7 +42,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "KernelTree", "CElf", "CLzma", "CZstd", "CZlib"]),
+        .target(
+            name: "ModuleELF",
+            dependencies: [
+                "NVBuildSupport", "KernelTree", "CElf", "CLzma", "CZstd", "CZlib",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .target(name: "ModuleGraph", dependencies: ["NVBuildSupport", "KernelTree", "ModuleELF", "CKmod"],
                 resources: [.embedInCode("Resources/qemu-loader.c")]),
         // A driver tree as files: what its Kbuild files declare, and the one way to copy it.
