@@ -80,7 +80,13 @@ let package = Package(
         .testTarget(name: "SupportTests", dependencies: ["NVBuildSupport"]),
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
         .testTarget(name: "ConftestTests", dependencies: ["TestSupport", "Conftest", "KernelTree"]),
-        .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "NVBuildSupport", "ModuleELF"]),
+        .testTarget(
+            name: "ModuleELFTests",
+            dependencies: [
+                "TestSupport", "NVBuildSupport", "ModuleELF",
+                .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "SourceTree", "DKMS", "Kbuild"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "nvbuild"]),

@@ -38,6 +38,10 @@ public struct SignatureVerification: Sendable, Codable, Equatable {
 
     public init(verdict: Verdict) { self.verdict = verdict }
 
+    /// Valid, and where the kernel sees it: a signature appended after compressing is lost
+    /// when the module is decompressed for loading.
+    public var isValidForKernel: Bool { verdict == .valid && placement != .compressedThenSigned }
+
     /// The key as a person reads it: `issuer CN=..., serial 5E:E1:...` or `subject key id AB:...`.
     public var keyDescription: String? {
         if let keyIssuer, let keySerial { return "issuer \(keyIssuer), serial \(colonHex(keySerial))" }
