@@ -55,7 +55,13 @@ let package = Package(
                 resources: [.embedInCode("Resources/qemu-loader.c")]),
         // A driver tree as files: what its Kbuild files declare, and the one way to copy it.
         .target(name: "SourceTree", dependencies: ["NVBuildSupport"]),
-        .target(name: "Kbuild", dependencies: ["NVBuildSupport", "SourceTree", "KernelTree", "ModuleELF"]),
+        .target(
+            name: "Kbuild",
+            dependencies: [
+                "NVBuildSupport", "SourceTree", "KernelTree", "ModuleELF",
+                .product(name: "X509", package: "swift-certificates"),
+            ]
+        ),
         .target(
             name: "DKMS",
             dependencies: [
@@ -88,6 +94,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
+        .testTarget(name: "KbuildTests", dependencies: ["TestSupport", "NVBuildSupport", "KernelTree", "ModuleELF", "Kbuild"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "SourceTree", "DKMS", "Kbuild"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "nvbuild"]),
     ],

@@ -507,3 +507,19 @@ struct PKCS7SignerInfo: DERParseable {
         return SignedAttributes(encodingToSign: encoding, messageDigest: digest)
     }
 }
+
+extension ModuleImage {
+    /// How many bytes of `image` come before its appended signature trailer, if any (the
+    /// whole image when there is none): what a re-signing strips first.
+    public static func unsignedLength(_ image: UnsafeRawBufferPointer) -> Int {
+        guard let descriptor = SignatureReader.descriptor(image) else { return image.count }
+        let start = descriptor.offset - descriptor.signatureLength - descriptor.signerLength - descriptor.keyIDLength
+        return start >= 0 ? start : image.count
+    }
+
+    /// The format `path` is stored in, recognised by magic bytes.
+    public static func compression(path: String) throws(ModuleReadError) -> ModuleCompression {
+        let raw = try ModuleBytes.map(path: path)
+        return withExtendedLifetime(raw) { ModuleCompression.detect(raw.buffer) }
+    }
+}
