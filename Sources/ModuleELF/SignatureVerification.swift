@@ -386,7 +386,7 @@ struct PKCS7SignedData {
 
     init(_ bytes: [UInt8]) throws {
         // BER: the kernel's parser accepts it, and DER is a subset.
-        let root = try BER.parse(bytes)
+        let root = try BER.parse(Self.firstElement(bytes))
         (carriesContent, signers) = try DER.sequence(root, identifier: .sequence) { nodes in
             let type = try ASN1ObjectIdentifier(derEncoded: &nodes)
             guard type == Self.signedDataOID else {
@@ -407,6 +407,24 @@ struct PKCS7SignedData {
                 }
             }
         }
+    }
+
+    /// The bytes of the message's outer element. The kernel's decoder and OpenSSL both stop
+    /// after it and ignore what follows, where swift-asn1 refuses trailing bytes; the
+    /// definite length in its header says where it ends (an indefinite one is left whole).
+    static func firstElement(_ bytes: [UInt8]) -> ArraySlice<UInt8> {
+        guard bytes.count >= 2 else { return bytes[...] }
+        let first = Int(bytes[1])
+        var length = first, header = 2
+        if first > 0x80 {
+            let count = first & 0x7F
+            guard count <= 4, bytes.count >= 2 + count else { return bytes[...] }
+            length = bytes[2..<(2 + count)].reduce(0) { $0 << 8 | Int($1) }
+            header += count
+        } else if first == 0x80 {
+            return bytes[...]
+        }
+        return header + length < bytes.count ? bytes[..<(header + length)] : bytes[...]
     }
 
     static func next(_ nodes: inout ASN1NodeCollection.Iterator) throws -> ASN1Node {

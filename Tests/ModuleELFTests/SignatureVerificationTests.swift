@@ -220,6 +220,39 @@ import X509
         #expect(verdicts[.valid] == modules.count, "\(directory): \(verdicts)")
     }
 
+    /// Damaged PKCS#7 messages (seeded, format-blind damage of the message, with the trailer
+    /// kept consistent): nothing crashes, and every verdict is the one openssl reaches, bytes
+    /// after the message ignored as both the kernel and openssl ignore them.
+    @Test func damagedMessagesAgreeWithOpenSSL() async throws {
+        let scratch = try ScratchDirectory()
+        let unsigned = try await Self.unsignedModule(in: scratch)
+        let rsa = try await Self.makeKey("nvbuild-damage", .rsa, in: scratch)
+        let signed = try await Self.sign(unsigned, with: rsa, as: "signed.ko", in: scratch)
+        let signedBytes = [UInt8](try #require(FileManager.default.contents(atPath: signed)))
+        let (content, message) = try #require(Self.splitSignature(signedBytes))
+        let trusted = try SigningCertificate.load(path: rsa.certificate)
+        var random = SeededGenerator(seed: 18)
+        var seen: [SignatureVerification.Verdict: Int] = [:]
+        for round in 0..<120 {
+            let damaged = Mutation.damage(message, using: &random)
+            guard !damaged.isEmpty else { continue }
+            let length = UInt32(damaged.count)
+            let descriptor: [UInt8] = [0, 0, 2, 0, 0, 0, 0, 0] + (0..<4).map { UInt8(truncatingIfNeeded: length >> (8 * (3 - $0))) }
+            let module = scratch.write("damaged-\(round).ko", content + damaged + descriptor + Array("~Module signature appended~\n".utf8))
+            let ours = try SignatureVerifier.verify(path: module, certificates: trusted)
+            seen[ours.verdict, default: 0] += 1
+            // An algorithm the kernel does not know fails its parse (ENOPKG) before any key
+            // is looked up; openssl looks for the signer first. The verdict follows the kernel.
+            if ours.verdict == .unsupported {
+                #expect(ours.reason?.contains("not supported") == true, "\(ours.summary)")
+                continue
+            }
+            let reference = try await Self.opensslVerdict(module, certificates: rsa.certificate, in: scratch)
+            #expect(ours.verdict == reference, "round \(round): openssl says \(reference), we say \(ours.summary)")
+        }
+        #expect(seen[.invalid, default: 0] > 0, "\(seen)")
+    }
+
     @Test func certificateFilesThatAreNotCertificatesAreOneLine() async throws {
         let scratch = try ScratchDirectory()
         let key = try await Self.makeKey("nvbuild-key", .rsa, in: scratch)
