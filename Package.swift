@@ -17,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        // X.509 certificates and the ASN.1 under the module signature's PKCS#7 message.
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         // System libraries: modulemap + shim header, found through pkg-config.
@@ -39,12 +42,26 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
-        .target(name: "ModuleELF", dependencies: ["NVBuildSupport", "KernelTree", "CElf", "CLzma", "CZstd", "CZlib"]),
+        .target(
+            name: "ModuleELF",
+            dependencies: [
+                "NVBuildSupport", "KernelTree", "CElf", "CLzma", "CZstd", "CZlib",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .target(name: "ModuleGraph", dependencies: ["NVBuildSupport", "KernelTree", "ModuleELF", "CKmod"],
                 resources: [.embedInCode("Resources/qemu-loader.c")]),
         // A driver tree as files: what its Kbuild files declare, and the one way to copy it.
         .target(name: "SourceTree", dependencies: ["NVBuildSupport"]),
-        .target(name: "Kbuild", dependencies: ["NVBuildSupport", "SourceTree", "KernelTree", "ModuleELF"]),
+        .target(
+            name: "Kbuild",
+            dependencies: [
+                "NVBuildSupport", "SourceTree", "KernelTree", "ModuleELF",
+                .product(name: "X509", package: "swift-certificates"),
+            ]
+        ),
         .target(
             name: "DKMS",
             dependencies: [
@@ -69,8 +86,15 @@ let package = Package(
         .testTarget(name: "SupportTests", dependencies: ["NVBuildSupport"]),
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"]),
         .testTarget(name: "ConftestTests", dependencies: ["TestSupport", "Conftest", "KernelTree"]),
-        .testTarget(name: "ModuleELFTests", dependencies: ["TestSupport", "NVBuildSupport", "ModuleELF"]),
+        .testTarget(
+            name: "ModuleELFTests",
+            dependencies: [
+                "TestSupport", "NVBuildSupport", "ModuleELF",
+                .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
         .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
+        .testTarget(name: "KbuildTests", dependencies: ["TestSupport", "NVBuildSupport", "KernelTree", "ModuleELF", "Kbuild"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "SourceTree", "DKMS", "Kbuild"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "nvbuild"]),
     ],

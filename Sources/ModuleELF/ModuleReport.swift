@@ -58,6 +58,8 @@ public struct ModuleReport: Sendable, Codable, Equatable {
     public var undefinedSymbols: [String]?
     public var versions: [Version]?
     public var sections: [Section]?
+    /// The cryptographic check of the signature, present only with `--verify-signature`.
+    public var signatureVerification: SignatureVerification?
     /// Set instead of everything else when the file could not be read.
     public var error: String?
 

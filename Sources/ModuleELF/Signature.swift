@@ -42,17 +42,44 @@ enum SignatureReader {
         bytes.count >= magic.count && bytes[(bytes.count - magic.count)...].elementsEqual(magic)
     }
 
+    /// The `module_signature` descriptor before the magic, as raw fields: what libkmod and
+    /// the kernel's own check each judge in their own way.
+    struct Descriptor {
+        var algorithm: Int
+        var hash: Int
+        var idType: Int
+        var signerLength: Int
+        var keyIDLength: Int
+        /// The three padding bytes; the kernel refuses a PKCS#7 trailer where they are not zero.
+        var padding: [UInt8]
+        var signatureLength: Int
+        /// Offset of the descriptor, which the signature block ends at.
+        var offset: Int
+    }
+
+    /// The descriptor of the trailer at the end of `bytes`; nil without the magic.
+    static func descriptor(_ bytes: UnsafeRawBufferPointer) -> Descriptor? {
+        guard hasMagic(bytes), bytes.count - magic.count >= descriptorSize else { return nil }
+        let offset = bytes.count - magic.count - descriptorSize
+        return Descriptor(
+            algorithm: Int(bytes[offset]), hash: Int(bytes[offset + 1]), idType: Int(bytes[offset + 2]),
+            signerLength: Int(bytes[offset + 3]), keyIDLength: Int(bytes[offset + 4]),
+            padding: Array(bytes[(offset + 5)..<(offset + 8)]),
+            signatureLength: Int(UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))),
+            offset: offset)
+    }
+
     /// Parses the trailer; nil when there is none or libkmod would not accept it.
     /// Returns the signature and the offset where the signed content ends.
     static func read(_ bytes: UnsafeRawBufferPointer, placement: ModuleSignature.Placement) -> (ModuleSignature, Int)? {
-        guard hasMagic(bytes), bytes.count - magic.count >= descriptorSize else { return nil }
-        let descriptor = bytes.count - magic.count - descriptorSize
-        let algorithm = Int(bytes[descriptor])
-        let hash = Int(bytes[descriptor + 1])
-        let idType = Int(bytes[descriptor + 2])
-        let signerLength = Int(bytes[descriptor + 3])
-        let keyIDLength = Int(bytes[descriptor + 4])
-        let signatureLength = Int(UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: descriptor + 8, as: UInt32.self)))
+        guard let fields = Self.descriptor(bytes) else { return nil }
+        let descriptor = fields.offset
+        let algorithm = fields.algorithm
+        let hash = fields.hash
+        let idType = fields.idType
+        let signerLength = fields.signerLength
+        let keyIDLength = fields.keyIDLength
+        let signatureLength = fields.signatureLength
         guard algorithm < keyAlgorithms.count, hash < hashNames.count, idType < idTypes.count,
             signatureLength > 0, descriptor >= signerLength + keyIDLength + signatureLength
         else { return nil }

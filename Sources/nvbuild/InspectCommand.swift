@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ModuleELF
 import NVBuildSupport
+import Synchronization
 
 struct InspectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,6 +30,14 @@ struct InspectCommand: AsyncParsableCommand {
     @Flag(help: "Print the signature: format, placement relative to compression, signer, key, hash.")
     var signature = false
 
+    @Option(
+        name: .customLong("verify-signature"),
+        help: ArgumentHelp(
+            "Check each module's signature cryptographically against this certificate (PEM, DER, or a kernel image's built-in certificates); repeat for more.",
+            discussion: "Prints the signature view with a verdict: valid, signed by an unknown key, invalid or unsigned. The exit status is 1 unless every module is valid where the kernel checks it (a signature appended after compressing is not).",
+            valueName: "cert"))
+    var verifySignature: [String] = []
+
     @Flag(help: "Print one JSON document per file, one per line (schema: docs/inspect-json-schema.md).")
     var json = false
 
@@ -44,7 +53,7 @@ struct InspectCommand: AsyncParsableCommand {
     /// files (in order) are appended after parsing.
     static func separateFiles(_ arguments: [String]) -> (forParser: [String], extraFiles: [String]) {
         guard arguments.first == commandName else { return (arguments, []) }
-        let valued: Set<String> = ["--field", "-F", "--jobs"]
+        let valued: Set<String> = ["--field", "-F", "--jobs", "--verify-signature"]
         var forParser = [arguments[0]]
         var extra: [String] = []
         var sawFile = false
@@ -83,8 +92,8 @@ struct InspectCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
-        if field != nil, symbols || sections || json || signature {
-            throw ValidationError("--field cannot be combined with --symbols, --sections, --signature or --json")
+        if field != nil, symbols || sections || json || signature || !verifySignature.isEmpty {
+            throw ValidationError("--field cannot be combined with --symbols, --sections, --signature, --verify-signature or --json")
         }
     }
 
@@ -96,20 +105,32 @@ struct InspectCommand: AsyncParsableCommand {
             if field != nil || !(symbols || sections || signature) { parts.formUnion([.modinfo, .signature]) }
             if symbols { parts.insert(.symbols) }
             if sections { parts.insert(.sections) }
-            if signature { parts.insert(.signature) }
+            if signature || !verifySignature.isEmpty { parts.insert(.signature) }
         }
+        // Every certificate is read before any module: a bad one is one line and exit 2.
+        var certificates: [SigningCertificate] = []
+        for path in verifySignature { certificates += try SigningCertificate.load(path: path) }
+        let trusted = certificates
+        let verifying = !verifySignature.isEmpty
+        let unverified = UnverifiedCount()
         let wanted = parts
         let directory = Self.currentDirectory()
         let machine: UInt16? = anyMachine ? nil : ModuleFile.hostMachine
         let render = Renderer(
-            field: field, symbols: symbols, sections: sections, signature: signature, json: json)
+            field: field, symbols: symbols, sections: sections, signature: signature || verifying, json: json)
         let failures = await ParallelInspector.run(
             paths: files, workers: jobs ?? ProcessInfo.processInfo.activeProcessorCount
         ) { path in
             let filename = ModinfoFormatter.absolutePath(path, currentDirectory: directory)
             do throws(ModuleReadError) {
                 let module = try ModuleFile.read(path: path, parts: wanted, expectedMachine: machine)
-                return .success(render.render(module, filename: filename))
+                var verification: SignatureVerification? = nil
+                if verifying {
+                    let checked = try SignatureVerifier.verify(path: path, certificates: trusted)
+                    if !checked.isValidForKernel { unverified.count.withLock { $0 += 1 } }
+                    verification = checked
+                }
+                return .success(render.render(module, filename: filename, verification: verification))
             } catch {
                 let report = json ? render.renderError(error, filename: filename) : []
                 return .failure(error, report)
@@ -117,6 +138,10 @@ struct InspectCommand: AsyncParsableCommand {
         }
         if failures > 0 {
             throw UserError(.failed, "\(failures) of \(files.count) file\(files.count == 1 ? "" : "s") could not be inspected")
+        }
+        let notValid = unverified.count.withLock { $0 }
+        if notValid > 0 {
+            throw UserError(.failed, "\(notValid) of \(files.count) module\(files.count == 1 ? "" : "s") did not verify against \(verifySignature.joined(separator: ", "))")
         }
     }
 
@@ -133,6 +158,11 @@ struct InspectCommand: AsyncParsableCommand {
     }
 }
 
+/// Modules whose signature did not verify, counted across the parallel readers.
+final class UnverifiedCount: Sendable {
+    let count = Mutex(0)
+}
+
 /// Turns one module into the bytes the chosen view prints.
 struct Renderer: Sendable {
     var field: String?
@@ -141,16 +171,19 @@ struct Renderer: Sendable {
     var signature: Bool
     var json: Bool
 
-    func render(_ module: ModuleFile, filename: String) -> [UInt8] {
+    func render(_ module: ModuleFile, filename: String, verification: SignatureVerification? = nil) -> [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity(4096)
         if json {
-            output = encode(ModuleReport(module, path: filename))
+            var report = ModuleReport(module, path: filename)
+            report.signatureVerification = verification
+            output = encode(report)
         } else if let field {
             ModinfoFormatter.renderField(field, module: module, filename: filename, into: &output)
         } else if symbols || sections || signature {
             output.append(contentsOf: "filename:       \(filename)\ncompression:    \(module.compression.rawValue)\n".utf8)
             if signature { renderSignature(module, into: &output) }
+            if let verification { output.append(contentsOf: "verification:   \(verification.summary)\n".utf8) }
             if symbols { renderSymbols(module, into: &output) }
             if sections { renderSections(module, into: &output) }
         } else {
