@@ -60,6 +60,7 @@ struct ModulesOrderCommand: AsyncParsableCommand {
     func run() async throws {
         let (_, directory, _) = try tree.resolveModuleDirectory()
         let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
+        for diagnostic in moduleTree.diagnostics { Terminal.report(diagnostic) }
         let listings = moduleTree.dependencyListings(for: try readArguments(modules, from: argumentFile))
         if json {
             try Terminal.json(listings)
@@ -69,7 +70,10 @@ struct ModulesOrderCommand: AsyncParsableCommand {
                 for line in listing.lines { text += line + "\n" }
             }
             FileHandle.standardOutput.write(Data(text.utf8))
-            for listing in listings { if let error = listing.error { Terminal.error(error) } }
+            for listing in listings {
+                for diagnostic in listing.diagnostics where diagnostic.severity != .error { Terminal.report(diagnostic) }
+                if let error = listing.error { Terminal.error(error) }
+            }
         }
         if listings.contains(where: { $0.error != nil }) { throw ExitCode(1) }
     }
@@ -99,6 +103,7 @@ struct LoadOptions: ParsableArguments {
             throw UserError(.environment, "no kernel headers for \(release): the loader's checks need its Module.symvers and .config; install linux-headers-\(release)")
         }
         let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
+        for diagnostic in moduleTree.diagnostics { Terminal.report(diagnostic) }
         let plan = moduleTree.loadPlan(for: try readArguments(modules, from: argumentFile), dependencies: !noDependencies)
         return (moduleTree, target, plan)
     }
