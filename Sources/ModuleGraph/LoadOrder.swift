@@ -82,6 +82,24 @@ extension ModuleTree {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
     }
 
+    /// Arguments that are paths must name readable regular files: unreadable input is an
+    /// environment error (exit 2), found before libkmod opens anything. Stat first, so a
+    /// FIFO is never opened.
+    public static func checkReadablePaths(_ arguments: [String]) throws(UserError) {
+        for argument in arguments where isModulePath(argument) {
+            var info = stat()
+            if stat(argument, &info) != 0 {
+                throw UserError(.environment, "\(argument): cannot read the module file: \(String(cString: strerror(errno))); check the path")
+            }
+            if (info.st_mode & S_IFMT) != S_IFREG {
+                throw UserError(.environment, "\(argument): not a regular file; pass a .ko, .ko.xz, .ko.zst or .ko.gz file")
+            }
+            if access(argument, R_OK) != 0 {
+                throw UserError(.environment, "\(argument): cannot read the module file: \(String(cString: strerror(errno))); check its permissions")
+            }
+        }
+    }
+
     static func isModulePath(_ argument: String) -> Bool {
         argument.contains("/") || argument.hasSuffix(".ko") || argument.hasSuffix(".ko.xz")
             || argument.hasSuffix(".ko.zst") || argument.hasSuffix(".ko.gz")

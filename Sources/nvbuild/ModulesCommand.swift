@@ -59,9 +59,11 @@ struct ModulesOrderCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (_, directory, _) = try tree.resolveModuleDirectory()
+        let arguments = try readArguments(modules, from: argumentFile)
+        try ModuleTree.checkReadablePaths(arguments)
         let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
         for diagnostic in moduleTree.diagnostics { Terminal.report(diagnostic) }
-        let listings = moduleTree.dependencyListings(for: try readArguments(modules, from: argumentFile))
+        let listings = moduleTree.dependencyListings(for: arguments)
         if json {
             try Terminal.json(listings)
         } else {
@@ -102,9 +104,11 @@ struct LoadOptions: ParsableArguments {
         guard let target else {
             throw UserError(.environment, "no kernel headers for \(release): the loader's checks need its Module.symvers and .config; install linux-headers-\(release)")
         }
+        let arguments = try readArguments(modules, from: argumentFile)
+        try ModuleTree.checkReadablePaths(arguments)
         let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
         for diagnostic in moduleTree.diagnostics { Terminal.report(diagnostic) }
-        let plan = moduleTree.loadPlan(for: try readArguments(modules, from: argumentFile), dependencies: !noDependencies)
+        let plan = moduleTree.loadPlan(for: arguments, dependencies: !noDependencies)
         return (moduleTree, target, plan)
     }
 
