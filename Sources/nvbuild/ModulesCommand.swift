@@ -123,6 +123,8 @@ struct LoadOptions: ParsableArguments {
         if json {
             try Terminal.json(report)
         } else {
+            if let accelerator = report.accelerator { Terminal.out("qemu accelerator: \(accelerator.rawValue)") }
+            for note in report.notes { Terminal.report(note) }
             for problem in report.plan.problems { Terminal.report(problem) }
             for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
             for result in report.results {
@@ -167,7 +169,9 @@ struct ModulesTryCommand: AsyncParsableCommand {
         abstract: "Boot the target kernel under qemu, load the modules one syscall each, and report like verify.",
         discussion: """
             Boots /boot/vmlinuz-<release> with an initramfs holding the modules; a boot \
-            that does not power off within --timeout seconds is killed and reported.
+            that does not power off within --timeout seconds is killed and reported. qemu \
+            runs under KVM when /dev/kvm opens read-write here and qemu can run the guest \
+            under it, else under TCG (--accel); the report says which (JSON: "accelerator").
 
             Example:
               nvbuild modules try --kernel 6.1.0-56-amd64 ext4
@@ -176,12 +180,19 @@ struct ModulesTryCommand: AsyncParsableCommand {
 
     @OptionGroup var options: LoadOptions
     @Option(help: "Seconds before a boot is considered hung.") var timeout = 180
+    @Option(help: "qemu accelerator: auto (KVM when /dev/kvm is usable, else TCG), kvm or tcg.")
+    var accel: QemuTrial.AcceleratorChoice = .auto
 
     func run() async throws {
+        _ = try QemuTrial.accelerator(for: accel)  // an unusable --accel kvm stops here, before any work
         let (_, target, plan) = try options.prepare()
-        let trial = QemuTrial(target: target, timeoutSeconds: timeout)
+        let trial = QemuTrial(target: target, timeoutSeconds: timeout, acceleration: accel)
         let outcome = try await trial.run(plan.loads)
-        var report = LoadReport(kernel: target.release, method: "qemu", plan: plan, results: outcome.results)
+        var report = LoadReport(
+            kernel: target.release, method: "qemu", plan: plan, results: outcome.results, accelerator: outcome.accelerator)
+        if let why = outcome.kvmFailure {
+            report.notes.append(.note("qemu could not run the guest under KVM (\(why)); it ran under TCG", remedy: "--accel tcg skips the KVM attempt"))
+        }
         if !outcome.completed {
             report.plan.problems.append(.warning("the qemu boot did not run to completion", remedy: "raise --timeout if the kernel boots slowly here"))
         }
@@ -209,3 +220,5 @@ func readArguments(_ arguments: [String], from file: String?) throws -> [String]
     if all.isEmpty { throw UserError(.usage, "\(file) names no modules") }
     return all
 }
+
+extension QemuTrial.AcceleratorChoice: ExpressibleByArgument {}
