@@ -8,6 +8,15 @@ struct ModulesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "modules",
         abstract: "Load order, loader simulation and real loads under qemu.",
+        discussion: """
+            Before libkmod reads a module tree, its binary indexes (modules.dep.bin, \
+            modules.alias.bin, modules.symbols.bin, modules.builtin.bin, \
+            modules.builtin.alias.bin) are checked: a corrupt or missing modules.dep.bin is \
+            exit 2 naming the file and the `depmod -b ROOT RELEASE` that rewrites it. \
+            libkmod's errors are reported, and a dependency that modules.dep names but \
+            whose file is missing fails the order (exit 1) naming that file. A module path \
+            that cannot be read (missing, no permission, not a regular file) is exit 2.
+            """,
         subcommands: [ModulesOrderCommand.self, ModulesVerifyCommand.self, ModulesTryCommand.self]
     )
 }
@@ -124,7 +133,7 @@ struct LoadOptions: ParsableArguments {
             try Terminal.json(report)
         } else {
             if let accelerator = report.accelerator { Terminal.out("qemu accelerator: \(accelerator.rawValue)") }
-            for note in report.notes { Terminal.report(note) }
+            for diagnostic in report.diagnostics { Terminal.report(diagnostic) }
             for problem in report.plan.problems { Terminal.report(problem) }
             for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
             for result in report.results {
@@ -191,7 +200,7 @@ struct ModulesTryCommand: AsyncParsableCommand {
         var report = LoadReport(
             kernel: target.release, method: "qemu", plan: plan, results: outcome.results, accelerator: outcome.accelerator)
         if let why = outcome.kvmFailure {
-            report.notes.append(.note("qemu could not run the guest under KVM (\(why)); it ran under TCG", remedy: "--accel tcg skips the KVM attempt"))
+            report.diagnostics.append(.note("qemu could not run the guest under KVM (\(why)); it ran under TCG", remedy: "--accel tcg skips the KVM attempt"))
         }
         if !outcome.completed {
             report.plan.problems.append(.warning("the qemu boot did not run to completion", remedy: "raise --timeout if the kernel boots slowly here"))
