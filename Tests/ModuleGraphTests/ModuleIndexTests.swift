@@ -159,51 +159,23 @@ struct IndexBuilder {
 /// kernel's modules.dep.bin): the validator answers every one without crashing, and the
 /// mutants it accepts are then read by libkmod in this process, which must not crash either.
 @Suite struct ModuleIndexFuzzTests {
-    /// xorshift64*: the same inputs on every run.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state ^= state >> 12
-            state ^= state << 25
-            state ^= state >> 27
-            return state &* 0x2545_F491_4F6C_DD1D
-        }
-    }
-
-    static func mutate(_ original: [UInt8], using random: inout Generator) -> [UInt8] {
+    /// The shared format-blind damage, or damage aimed at what the index format trusts:
+    /// a big-endian node link (outside, at the edge, any flags) or strings losing their NULs.
+    static func mutate(_ original: [UInt8], using random: inout SeededGenerator) -> [UInt8] {
         var bytes = original
-        for _ in 0..<Int.random(in: 1...3, using: &random) where !bytes.isEmpty {
-            switch Int.random(in: 0..<6, using: &random) {
-            case 0:  // flip bits
-                for _ in 0..<Int.random(in: 1...8, using: &random) {
-                    bytes[Int.random(in: 0..<bytes.count, using: &random)] ^= UInt8(1 << Int.random(in: 0..<8, using: &random))
-                }
-            case 1:  // truncate
-                bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &random)))
-            case 2:  // a 32-bit word: an offset outside, at the edge, flagged, or all ones
-                let at = Int.random(in: 0..<bytes.count, using: &random)
-                let size = UInt32(bytes.count)
-                let flags = UInt32.random(in: 0...15, using: &random) << 28
-                let value = [0, 0xFFFF_FFFF, size, size &- 1, flags | size, flags | UInt32.random(in: 0..<size, using: &random), flags | 12]
-                    .randomElement(using: &random)!
-                for (index, byte) in withUnsafeBytes(of: value.bigEndian, Array.init).enumerated() where at + index < bytes.count {
-                    bytes[at + index] = byte
-                }
-            case 3:  // garbage over a stretch
-                let at = Int.random(in: 0..<bytes.count, using: &random)
-                for index in at..<min(bytes.count, at + Int.random(in: 1...64, using: &random)) { bytes[index] = UInt8.random(in: 0...255, using: &random) }
-            case 4:  // drop or duplicate a stretch (shifts every later offset)
-                let at = Int.random(in: 0..<bytes.count, using: &random)
-                let length = min(bytes.count - at, Int.random(in: 1...32, using: &random))
-                if Bool.random(using: &random) {
-                    bytes.removeSubrange(at..<at + length)
-                } else {
-                    bytes.insert(contentsOf: bytes[at..<at + length], at: at)
-                }
-            default:  // NULs removed: strings run on
-                let at = Int.random(in: 0..<bytes.count, using: &random)
-                for index in at..<min(bytes.count, at + 256) where bytes[index] == 0 { bytes[index] = UInt8(ascii: "x") }
-            }
+        guard !bytes.isEmpty else { return Mutation.damage(bytes, using: &random) }
+        switch Int.random(in: 0..<4, using: &random) {
+        case 0:
+            let size = UInt64(bytes.count)
+            let flags = UInt64.random(in: 0...15, using: &random) << 28
+            let value = [0, 0xFFFF_FFFF, size, size - 1, flags | size, flags | UInt64.random(in: 0..<size, using: &random), flags | 12]
+                .randomElement(using: &random)!
+            Mutation.poke(&bytes, Int.random(in: 0..<bytes.count, using: &random), value, width: 4, bigEndian: true)
+        case 1:
+            let at = Int.random(in: 0..<bytes.count, using: &random)
+            for index in at..<min(bytes.count, at + 256) where bytes[index] == 0 { bytes[index] = UInt8(ascii: "x") }
+        default:
+            bytes = Mutation.damage(bytes, using: &random)
         }
         return bytes
     }
@@ -217,7 +189,7 @@ struct IndexBuilder {
         for name in names { originals[name] = try [UInt8](Data(contentsOf: URL(fileURLWithPath: tree.directory + "/" + name))) }
         let lookups = ["ext4", "jbd2", "crc16", "mbcache", "fs-ext4", "symbol:jbd2_journal_start", "nonexistent"]
 
-        var random = Generator(state: 0x6E76_6275_696C_6421)
+        var random = SeededGenerator(seed: 0x6E76_6275_696C_6421)
         var refused = 0, accepted = 0
         for round in 0..<400 {
             let name = names[round % names.count]
@@ -241,7 +213,7 @@ struct IndexBuilder {
     @Test func mutatedInstalledIndexNeverCrashes() throws {
         let release = try InstalledTrees.first()
         let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "/lib/modules/\(release)/modules.dep.bin")))
-        var random = Generator(state: 0x5EED_0000_0000_0017)
+        var random = SeededGenerator(seed: 0x5EED_0000_0000_0017)
         var refused = 0
         for _ in 0..<30 {
             let mutant = Self.mutate(original, using: &random)
