@@ -24,6 +24,22 @@ public enum ModuleCompression: String, Sendable, Codable, CaseIterable {
 public let maximumDecompressedSize = 1 << 30
 
 enum Decompressor {
+    /// The input must end where the stream ends, as `xz -t`, `zstd -t` and `gzip -t` demand
+    /// and libkmod's readers (which decode on to the end of the file) require. Callers strip
+    /// a module signature appended after compressing before they get here: that one is
+    /// read, and reported as outside what the kernel checks.
+    static func checkNothingFollows(
+        _ input: UnsafeRawBufferPointer, consumed: Int, format: ModuleCompression, path: String
+    ) throws(ModuleReadError) {
+        let rest = input.count - consumed
+        guard rest > 0 else { return }
+        // xz allows stream padding: NUL bytes in multiples of four.
+        if format == .xz, rest % 4 == 0, UnsafeRawBufferPointer(rebasing: input[consumed...]).allSatisfy({ $0 == 0 }) { return }
+        throw ModuleReadError(
+            path: path,
+            .decompression(format: format, detail: "\(rest) byte\(rest == 1 ? "" : "s") of trailing data after the end of the stream (at offset \(consumed)); recompress the module"))
+    }
+
     static func decompress(
         _ input: UnsafeRawBufferPointer, format: ModuleCompression, path: String
     ) throws(ModuleReadError) -> ModuleBytes {
@@ -77,7 +93,15 @@ enum Decompressor {
             let before = stream.avail_out
             let status = lzma_code(&stream, LZMA_FINISH)
             output.used += before - stream.avail_out
-            if status == LZMA_STREAM_END { return output.finish() }
+            if status == LZMA_STREAM_END {
+                do {
+                    try checkNothingFollows(input, consumed: input.count - stream.avail_in, format: .xz, path: path)
+                } catch {
+                    output.discard()
+                    throw error
+                }
+                return output.finish()
+            }
             if status == LZMA_OK { continue }
             if status == LZMA_BUF_ERROR, stream.avail_out > 0 {
                 output.discard()
@@ -122,7 +146,15 @@ enum Decompressor {
                 output.discard()
                 throw ModuleReadError(path: path, .decompression(format: .zstd, detail: String(cString: ZSTD_getErrorName(status))))
             }
-            if status == 0 { return output.finish() }
+            if status == 0 {
+                do {
+                    try checkNothingFollows(input, consumed: source.pos, format: .zstd, path: path)
+                } catch {
+                    output.discard()
+                    throw error
+                }
+                return output.finish()
+            }
             if source.pos == source.size, target.pos == before, target.pos < target.size {
                 output.discard()
                 throw ModuleReadError(path: path, .decompression(format: .zstd, detail: "stream ends early (truncated file)"))
@@ -163,7 +195,15 @@ enum Decompressor {
             next = next?.advanced(by: consumed)
             let produced = outChunk - Int(stream.avail_out)
             output.used += produced
-            if status == Z_STREAM_END { return output.finish() }
+            if status == Z_STREAM_END {
+                do {
+                    try checkNothingFollows(input, consumed: input.count - remaining, format: .gzip, path: path)
+                } catch {
+                    output.discard()
+                    throw error
+                }
+                return output.finish()
+            }
             if status == Z_OK { continue }
             if status == Z_BUF_ERROR, remaining > 0 || stream.avail_out == 0 { continue }
             output.discard()

@@ -29,6 +29,15 @@ public struct ModuleReadError: Error, Sendable, Equatable, CustomStringConvertib
 
     public var description: String { "\(path): \(detail)" }
 
+    /// The file could not be read at all (missing, no permission, not a regular file), as
+    /// opposed to read and found not to be a sound module: exit 2 rather than 1.
+    public var isUnreadable: Bool {
+        switch problem {
+        case .unreadable, .notRegularFile: return true
+        default: return false
+        }
+    }
+
     /// The problem without the file name, with what to do about it where there is a remedy.
     public var detail: String {
         switch problem {

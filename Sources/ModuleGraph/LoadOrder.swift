@@ -1,5 +1,6 @@
 import CKmod
 import Foundation
+import NVBuildSupport
 
 /// `print_action` of libkmod's dry run: record what modprobe would print.
 private func recordAction(_ module: OpaquePointer?, _ install: Bool, _ options: UnsafePointer<CChar>?) {
@@ -37,20 +38,66 @@ extension ModuleTree {
             if let name = moduleName(ofFile: argument) { pathModules[name] = argument }
         }
         return arguments.map { argument in
+            _ = log.take()  // lines of earlier calls belong to no listing
+            var listing: DependencyListing
             if Self.isModulePath(argument) {
-                var listing = DependencyListing(argument: argument, actions: [], error: nil)
+                listing = DependencyListing(argument: argument, actions: [], error: nil)
                 var visiting: Set<String> = []
                 listPath(argument, pathModules: pathModules, into: &listing, visiting: &visiting)
-                return listing
+            } else {
+                listing = self.listing(forLookup: argument)
             }
-            return listing(forLookup: argument)
+            for line in log.take() {
+                let (diagnostic, fatal) = Self.diagnostic(libkmod: line, moduleDirectory: moduleDirectory)
+                if !listing.diagnostics.contains(diagnostic) { listing.diagnostics.append(diagnostic) }
+                if fatal, listing.error == nil { listing.error = diagnostic.locationPrefix + diagnostic.message + diagnostic.remedySuffix }
+            }
+            return listing
         }
+    }
+
+    /// One libkmod log line as a diagnostic; fatal when it means the listing is incomplete.
+    /// A dependency whose file is missing is one: libkmod then drops every dependency of
+    /// the module (modprobe prints the ERROR and exits 0 with the shorter order).
+    static func diagnostic(libkmod line: LibkmodLog.Line, moduleDirectory: String) -> (Diagnostic, fatal: Bool) {
+        var message = Substring(line.message)
+        // "ctx=0x55f7…" is a pointer, meaningless to a reader.
+        if message.hasPrefix("ctx="), let space = message.firstIndex(of: " ") { message = message[message.index(after: space)...] }
+        if line.function == "kmod_module_parse_depline", message.hasPrefix("path="), let error = message.range(of: " error=") {
+            let path = message[message.index(message.startIndex, offsetBy: 5)..<error.lowerBound]
+            let reason = message[error.upperBound...]
+            return (
+                .error(
+                    "\(reason.lowercased()), but \(moduleDirectory)/modules.dep names it as a dependency", file: String(path),
+                    remedy: "reinstall the package that ships it, or rewrite modules.dep with \(ModuleIndex.depmodCommand(moduleDirectory))"),
+                true
+            )
+        }
+        return (.warning("libkmod: \(message)"), false)
     }
 
     /// libkmod opens a path for a blocking read, which never returns on a FIFO: stat it first.
     static func isRegularFile(_ path: String) -> Bool {
         var info = stat()
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+    }
+
+    /// Arguments that are paths must name readable regular files: unreadable input is an
+    /// environment error (exit 2), found before libkmod opens anything. Stat first, so a
+    /// FIFO is never opened.
+    public static func checkReadablePaths(_ arguments: [String]) throws(UserError) {
+        for argument in arguments where isModulePath(argument) {
+            var info = stat()
+            if stat(argument, &info) != 0 {
+                throw UserError(.environment, "\(argument): cannot read the module file: \(String(cString: strerror(errno))); check the path")
+            }
+            if (info.st_mode & S_IFMT) != S_IFREG {
+                throw UserError(.environment, "\(argument): not a regular file; pass a .ko, .ko.xz, .ko.zst or .ko.gz file")
+            }
+            if access(argument, R_OK) != 0 {
+                throw UserError(.environment, "\(argument): cannot read the module file: \(String(cString: strerror(errno))); check its permissions")
+            }
+        }
     }
 
     static func isModulePath(_ argument: String) -> Bool {

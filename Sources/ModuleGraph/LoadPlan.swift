@@ -67,7 +67,10 @@ extension ModuleTree {
             // A module appears in the listing of every module that depends on it.
             var names: [String: String] = [:]
             for listing in dependencyListings(for: arguments) {
-                if let error = listing.error { plan.problems.append(.warning(error, remedy: Self.lookupRemedy)) }
+                for diagnostic in listing.diagnostics where !plan.problems.contains(diagnostic) { plan.problems.append(diagnostic) }
+                if let error = listing.error, !listing.diagnostics.contains(where: { $0.severity == .error }) {
+                    plan.problems.append(.warning(error, remedy: Self.lookupRemedy))
+                }
                 for action in listing.actions {
                     switch action.kind {
                     case .insmod:
@@ -100,11 +103,12 @@ extension ModuleTree {
                     continue
                 }
                 let listing = dependencyListings(for: [argument])[0]
+                plan.problems += listing.diagnostics
                 if let last = listing.actions.last, last.kind == .insmod, let path = last.path {
                     plan.loads.append(PlannedLoad(name: last.module, path: path))
                 } else if let last = listing.actions.last, last.kind == .builtin {
                     plan.builtin.append(last.module)
-                } else {
+                } else if !listing.diagnostics.contains(where: { $0.severity == .error }) {
                     plan.problems.append(listing.error.map { .warning($0, remedy: Self.lookupRemedy) } ?? .warning("\(argument): nothing to load"))
                 }
             }

@@ -9,12 +9,18 @@ public struct LoadReport: Sendable, Equatable, Codable {
     public var method: String
     public var plan: LoadPlan
     public var results: [LoadResult]
+    /// For "qemu": how the guest ran ("kvm" or "tcg"); absent for the simulation.
+    public var accelerator: QemuTrial.Accelerator?
+    /// What the user should know about how the run went, without failing it (KVM
+    /// present but unusable, so the boot ran under TCG).
+    public var diagnostics: [Diagnostic] = []
 
-    public init(kernel: String, method: String, plan: LoadPlan, results: [LoadResult]) {
+    public init(kernel: String, method: String, plan: LoadPlan, results: [LoadResult], accelerator: QemuTrial.Accelerator? = nil) {
         self.kernel = kernel
         self.method = method
         self.plan = plan
         self.results = results
+        self.accelerator = accelerator
     }
 
     public var allLoad: Bool { plan.problems.isEmpty && results.allSatisfy(\.loads) }

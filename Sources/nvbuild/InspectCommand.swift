@@ -11,7 +11,9 @@ struct InspectCommand: AsyncParsableCommand {
         discussion: """
             By default prints exactly what `modinfo FILE` prints for each file. Files are read \
             in parallel and reported in argument order; a file that cannot be read gets a \
-            one-line error on stderr, the others are still reported, and the exit status is 1.
+            one-line error on stderr, the others are still reported. Exit status: 0 all read; \
+            1 a file is not a sound module (corrupt ELF or compressed stream, trailing data); \
+            2 a file could not be read at all (missing, no permission, not a regular file).
             """
     )
 
@@ -136,8 +138,10 @@ struct InspectCommand: AsyncParsableCommand {
                 return .failure(error, report)
             }
         }
-        if failures > 0 {
-            throw UserError(.failed, "\(failures) of \(files.count) file\(files.count == 1 ? "" : "s") could not be inspected")
+        if failures.total > 0 {
+            let summary = "\(failures.total) of \(files.count) file\(files.count == 1 ? "" : "s") could not be inspected"
+            // Unreadable input (missing, no permission, not a regular file) is an environment error.
+            throw UserError(failures.unreadable > 0 ? .environment : .failed, summary)
         }
         let notValid = unverified.count.withLock { $0 }
         if notValid > 0 {
@@ -266,9 +270,11 @@ enum ParallelInspector {
         case failure(ModuleReadError, [UInt8])
     }
 
-    /// Returns the number of files that failed. At most `workers` files are in work at
-    /// once: a new one starts each time one finishes.
-    static func run(paths: [String], workers: Int, work: @escaping @Sendable (String) -> Outcome) async -> Int {
+    /// Returns the number of files that failed, and of those that could not be read at all.
+    /// At most `workers` files are in work at once: a new one starts each time one finishes.
+    static func run(
+        paths: [String], workers: Int, work: @escaping @Sendable (String) -> Outcome
+    ) async -> (total: Int, unreadable: Int) {
         let width = max(1, min(workers, paths.count))
         return await withTaskGroup(of: (Int, Outcome).self) { group in
             var started = 0
@@ -279,7 +285,7 @@ enum ParallelInspector {
                 group.addTask { (index, work(paths[index])) }
             }
             for _ in 0..<width { startNext() }
-            var failures = 0
+            var failures = 0, unreadable = 0
             var pending: [UInt8] = []
             pending.reserveCapacity(1 << 17)
             // Outcomes that finished ahead of an earlier file, held until it is printed.
@@ -298,6 +304,7 @@ enum ParallelInspector {
                         Terminal.writeRaw(pending)
                         pending.removeAll(keepingCapacity: true)
                         failures += 1
+                        if error.isUnreadable { unreadable += 1 }
                         Terminal.error(error.description)
                         pending.append(contentsOf: bytes)
                     }
@@ -308,7 +315,7 @@ enum ParallelInspector {
                 }
             }
             Terminal.writeRaw(pending)
-            return failures
+            return (failures, unreadable)
         }
     }
 }

@@ -8,6 +8,15 @@ struct ModulesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "modules",
         abstract: "Load order, loader simulation and real loads under qemu.",
+        discussion: """
+            Before libkmod reads a module tree, its binary indexes (modules.dep.bin, \
+            modules.alias.bin, modules.symbols.bin, modules.builtin.bin, \
+            modules.builtin.alias.bin) are checked: a corrupt or missing modules.dep.bin is \
+            exit 2 naming the file and the `depmod -b ROOT RELEASE` that rewrites it. \
+            libkmod's errors are reported, and a dependency that modules.dep names but \
+            whose file is missing fails the order (exit 1) naming that file. A module path \
+            that cannot be read (missing, no permission, not a regular file) is exit 2.
+            """,
         subcommands: [ModulesOrderCommand.self, ModulesVerifyCommand.self, ModulesTryCommand.self]
     )
 }
@@ -59,8 +68,11 @@ struct ModulesOrderCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (_, directory, _) = try tree.resolveModuleDirectory()
+        let arguments = try readArguments(modules, from: argumentFile)
+        try ModuleTree.checkReadablePaths(arguments)
         let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
-        let listings = moduleTree.dependencyListings(for: try readArguments(modules, from: argumentFile))
+        for diagnostic in moduleTree.diagnostics { Terminal.report(diagnostic) }
+        let listings = moduleTree.dependencyListings(for: arguments)
         if json {
             try Terminal.json(listings)
         } else {
@@ -69,7 +81,10 @@ struct ModulesOrderCommand: AsyncParsableCommand {
                 for line in listing.lines { text += line + "\n" }
             }
             FileHandle.standardOutput.write(Data(text.utf8))
-            for listing in listings { if let error = listing.error { Terminal.error(error) } }
+            for listing in listings {
+                for diagnostic in listing.diagnostics where diagnostic.severity != .error { Terminal.report(diagnostic) }
+                if let error = listing.error { Terminal.error(error) }
+            }
         }
         if listings.contains(where: { $0.error != nil }) { throw ExitCode(1) }
     }
@@ -98,8 +113,11 @@ struct LoadOptions: ParsableArguments {
         guard let target else {
             throw UserError(.environment, "no kernel headers for \(release): the loader's checks need its Module.symvers and .config; install linux-headers-\(release)")
         }
+        let arguments = try readArguments(modules, from: argumentFile)
+        try ModuleTree.checkReadablePaths(arguments)
         let moduleTree = try ModuleTree(moduleDirectory: directory, configDirectories: tree.configDirectories)
-        let plan = moduleTree.loadPlan(for: try readArguments(modules, from: argumentFile), dependencies: !noDependencies)
+        for diagnostic in moduleTree.diagnostics { Terminal.report(diagnostic) }
+        let plan = moduleTree.loadPlan(for: arguments, dependencies: !noDependencies)
         return (moduleTree, target, plan)
     }
 
@@ -114,6 +132,8 @@ struct LoadOptions: ParsableArguments {
         if json {
             try Terminal.json(report)
         } else {
+            if let accelerator = report.accelerator { Terminal.out("qemu accelerator: \(accelerator.rawValue)") }
+            for diagnostic in report.diagnostics { Terminal.report(diagnostic) }
             for problem in report.plan.problems { Terminal.report(problem) }
             for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
             for result in report.results {
@@ -158,7 +178,9 @@ struct ModulesTryCommand: AsyncParsableCommand {
         abstract: "Boot the target kernel under qemu, load the modules one syscall each, and report like verify.",
         discussion: """
             Boots /boot/vmlinuz-<release> with an initramfs holding the modules; a boot \
-            that does not power off within --timeout seconds is killed and reported.
+            that does not power off within --timeout seconds is killed and reported. qemu \
+            runs under KVM when /dev/kvm opens read-write here and qemu can run the guest \
+            under it, else under TCG (--accel); the report says which (JSON: "accelerator").
 
             Example:
               nvbuild modules try --kernel 6.1.0-56-amd64 ext4
@@ -167,12 +189,19 @@ struct ModulesTryCommand: AsyncParsableCommand {
 
     @OptionGroup var options: LoadOptions
     @Option(help: "Seconds before a boot is considered hung.") var timeout = 180
+    @Option(help: "qemu accelerator: auto (KVM when /dev/kvm is usable, else TCG), kvm or tcg.")
+    var accel: QemuTrial.AcceleratorChoice = .auto
 
     func run() async throws {
+        _ = try QemuTrial.accelerator(for: accel)  // an unusable --accel kvm stops here, before any work
         let (_, target, plan) = try options.prepare()
-        let trial = QemuTrial(target: target, timeoutSeconds: timeout)
+        let trial = QemuTrial(target: target, timeoutSeconds: timeout, acceleration: accel)
         let outcome = try await trial.run(plan.loads)
-        var report = LoadReport(kernel: target.release, method: "qemu", plan: plan, results: outcome.results)
+        var report = LoadReport(
+            kernel: target.release, method: "qemu", plan: plan, results: outcome.results, accelerator: outcome.accelerator)
+        if let why = outcome.kvmFailure {
+            report.diagnostics.append(.note("qemu could not run the guest under KVM (\(why)); it ran under TCG", remedy: "--accel tcg skips the KVM attempt"))
+        }
         if !outcome.completed {
             report.plan.problems.append(.warning("the qemu boot did not run to completion", remedy: "raise --timeout if the kernel boots slowly here"))
         }
@@ -198,3 +227,5 @@ func readArguments(_ arguments: [String], from file: String?) throws -> [String]
     if all.isEmpty { throw UserError(.usage, "\(file) names no modules") }
     return all
 }
+
+extension QemuTrial.AcceleratorChoice: ExpressibleByArgument {}

@@ -27,6 +27,8 @@ import Testing
         #expect(tried.status == 0, "\(tried.stderr)\n\(tried.stdout)")
         let trial = try Self.results(tried.stdout)
         #expect(trial.method == "qemu")
+        #expect(trial.accelerator == "kvm" || trial.accelerator == "tcg")
+        if Self.kvmOpens() == false { #expect(trial.accelerator == "tcg", "no usable /dev/kvm, yet \(trial.accelerator ?? "none")") }
         let loaded = try #require(trial.results.first)
         #expect(trial.results.count == 1)
         #expect(loaded.loads, "\(loaded.messages)")
@@ -40,6 +42,41 @@ import Testing
         #expect(Array(loaded.messages.prefix(predicted.messages.count)) == predicted.messages, "verify \(predicted.messages) / try \(loaded.messages)")
     }
 
+    /// --accel: tcg is honoured and said in text and JSON; kvm runs under KVM, or is an
+    /// environment error in one line where qemu cannot use it; anything else is a usage error.
+    @Test func explicitAccelerators() throws {
+        let release = try CLI.standardKernel("6.12")
+        try InstalledKernels.requireImage(release)
+        // A module without dependencies, found in modules.dep; whether it loads does not matter here.
+        let dependencies = try String(contentsOfFile: "/lib/modules/\(release)/modules.dep", encoding: .utf8)
+        let leaf = try #require(dependencies.split(separator: "\n").first { $0.hasSuffix(":") }.map { "/lib/modules/\(release)/" + $0.dropLast() })
+        let tcg = try CLI.run(["modules", "try", "--kernel", release, "--accel", "tcg", leaf])
+        #expect(tcg.status == 0 || tcg.status == 1, "\(tcg.stderr)\n\(tcg.stdout)")
+        #expect(tcg.stdout.hasPrefix("qemu accelerator: tcg\n"), "\(tcg.stdout)")
+        #expect(!tcg.stderr.contains("KVM"), "\(tcg.stderr)")
+
+        let kvm = try CLI.run(["modules", "try", "--kernel", release, "--accel", "kvm", "--json", leaf])
+        if kvm.status != 2 {
+            #expect(try Self.results(kvm.stdout).accelerator == "kvm")
+        } else {
+            // No usable /dev/kvm, or a KVM qemu cannot run the guest under (nested virtualisation).
+            #expect(kvm.status == 2, "exit \(kvm.status): \(kvm.stderr)")
+            #expect(kvm.stderr.split(separator: "\n").count == 1 && kvm.stderr.contains("--accel tcg"), "\(kvm.stderr)")
+            #expect(kvm.stdout.isEmpty)
+        }
+        if Self.kvmOpens() == false { #expect(kvm.status == 2 && kvm.stderr.contains("/dev/kvm"), "\(kvm.stderr)") }
+
+        let bogus = try CLI.run(["modules", "try", "--kernel", release, "--accel", "hvf", leaf])
+        #expect(bogus.status == 2 && bogus.stderr.contains("--accel"), "\(bogus.stderr)")
+    }
+
+    /// Whether this process may open /dev/kvm read-write (what qemu needs for -accel kvm).
+    static func kvmOpens() -> Bool {
+        let fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)
+        if fd >= 0 { close(fd) }
+        return fd >= 0
+    }
+
     struct Report: Decodable {
         struct Result: Decodable {
             var module: String
@@ -48,6 +85,7 @@ import Testing
             var messages: [String]
         }
         var method: String
+        var accelerator: String?
         var results: [Result]
     }
 

@@ -129,6 +129,28 @@ import Testing
         }
     }
 
+    /// Bytes after the compressed stream: refused as `xz -t`, `zstd -t` and `gzip -t` refuse
+    /// them (modinfo too), in every format and through every reader.
+    @Test func trailingDataAfterTheStreamIsRefused() async throws {
+        let scratch = try ScratchDirectory()
+        let plain = scratch.write("m.ko", try bytes(Self.plainPath))
+        let tools: [(String, [String])] = [(".xz", ["xz", "-k", "--check=crc32"]), (".zst", ["zstd", "-q", "-k"]), (".gz", ["gzip", "-k", "-n"])]
+        for (suffix, tool) in tools {
+            try await runTool(tool + [plain])
+            let compressed = try bytes(plain + suffix)
+            #expect(try ModuleFile.read(path: plain + suffix).compression != .none)
+            for tail in [Array("junk".utf8), [0x00], Array(compressed.prefix(64))] {
+                let path = scratch.write("tail\(tail.count)\(suffix)", compressed + tail)
+                expectError(path, containing: "\(tail.count) byte\(tail.count == 1 ? "" : "s") of trailing data after the end of the stream")
+                #expect(throws: ModuleReadError.self) { _ = try LoaderFacts.read(path: path) }
+                #expect(throws: ModuleReadError.self) { _ = try ModuleImage.bytesForLoading(path: path, kernelDecompresses: .none) }
+            }
+        }
+        // xz's stream padding (NULs in fours) is part of the format: xz -t accepts it.
+        let padded = scratch.write("padded.ko.xz", try bytes(plain + ".xz") + [0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(try ModuleFile.read(path: padded).modinfo == (try ModuleFile.read(path: plain)).modinfo)
+    }
+
     @Test func signatureAppendedAfterCompressing() async throws {
         // A signature outside the xz stream: readable, but reported as invisible to the kernel.
         let scratch = try ScratchDirectory()
