@@ -139,6 +139,14 @@ extension ModuleTree {
             return
         }
         defer { kmod_module_unref(module) }
+        // modprobe refuses a path whose file libkmod cannot read as a module (empty, not ELF,
+        // truncated: "Module PATH not found", exit 1) rather than listing an insmod of it.
+        var info: OpaquePointer?
+        guard kmod_module_get_info(module, &info) >= 0 else {
+            listing.error = "\(path): not a readable kernel module (modprobe reports it as not found in \(moduleDirectory))"
+            return
+        }
+        kmod_module_info_free_list(info)
         let name = String(cString: kmod_module_get_name(module))
         guard visiting.insert(name).inserted else { return }
         for dependency in modinfoValues(module, key: "depends").flatMap({ $0.split(separator: ",").map(String.init) }) {
@@ -152,7 +160,8 @@ extension ModuleTree {
                 for action in sub.actions where !listing.actions.contains(action) { listing.actions.append(action) }
             }
         }
-        listing.actions += dryRun(module)
+        // The dry run lists the module's own dependencies again: keep each action once.
+        for action in dryRun(module) where !listing.actions.contains(action) { listing.actions.append(action) }
     }
 
     private func dryRun(_ module: OpaquePointer) -> [DependencyListing.Action] {

@@ -139,9 +139,11 @@ struct InspectCommand: AsyncParsableCommand {
             }
         }
         if failures.total > 0 {
-            let summary = "\(failures.total) of \(files.count) file\(files.count == 1 ? "" : "s") could not be inspected"
-            // Unreadable input (missing, no permission, not a regular file) is an environment error.
-            throw UserError(failures.unreadable > 0 ? .environment : .failed, summary)
+            // Each failed file already has its one error line; a batch also gets the count
+            // (as a note, so every error line names its file). Unreadable input (missing, no
+            // permission, not a regular file) is an environment error.
+            if files.count > 1 { Terminal.note("\(failures.total) of \(files.count) files could not be inspected") }
+            throw ExitCode(failures.unreadable > 0 ? 2 : 1)
         }
         let notValid = unverified.count.withLock { $0 }
         if notValid > 0 {
