@@ -7,7 +7,11 @@ enum CLI {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     static let fixture = repository + "/Tests/Fixtures/kernel-open"
 
-    static var binary: String { BuiltProducts.nvbuild ?? repository + "/.build/debug/nvbuild" }
+    /// NVBUILD_TEST_BINARY names another build to test (scripts/fuzz runs a copy, so a
+    /// rebuild during a long campaign does not change the binary under test).
+    static var binary: String {
+        ProcessInfo.processInfo.environment["NVBUILD_TEST_BINARY"] ?? BuiltProducts.nvbuild ?? repository + "/.build/debug/nvbuild"
+    }
 
     struct Output {
         var status: Int32
