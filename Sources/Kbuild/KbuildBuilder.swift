@@ -121,9 +121,9 @@ public struct KbuildBuilder: Sendable {
         progress?(BuildProgress(label: request.label, phase: .preparing, compiledObjects: 0, lastItem: nil))
         do {
             // Scanned before anything is written: a refused symlink leaves no build folder behind.
-            let mirror = try TreeMirror(scanning: request.tree.path)
+            let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles)
             try FileManager.default.createDirectory(atPath: request.directory, withIntermediateDirectories: true)
-            try mirror.write(to: request.buildTree, method: .syncLinking)
+            try mirror.write(to: request.buildTree, method: .sync)
             for module in request.selectedModules {
                 unlink("\(request.buildTree)/\(module.relativeObjectPath)")
             }

@@ -15,10 +15,14 @@ struct BuildCommand: AsyncParsableCommand {
             kernel source and output trees, CC from the kernel's CONFIG_CC_VERSION_TEXT, ARCH, \
             and for NVIDIA-style trees NV_KERNEL_SOURCES/NV_KERNEL_OUTPUT/NV_KERNEL_MODULES, \
             after running the conftest probe. Each kernel builds in its own copy of the tree, so \
-            builds never share objects and the tree stays clean. The copy leaves out build \
-            products (objects, .ko, .mod, .cmd, Module.symvers, modules.order, conftest/, .git); \
-            a symlink that resolves inside the tree is copied as the file it points to, and a \
-            dangling one, an absolute one or one leaving the tree stops the build before it starts (exit 2).
+            builds never share objects and the tree stays clean: files are copied (reflinked where \
+            the filesystem can), never hard-linked, so a build step that writes a source in place \
+            changes only the copy. The copy leaves out build \
+            products (objects, .ko, .mod, .cmd, Module.symvers, modules.order, conftest/, .git). \
+            A symlink that resolves inside the tree, or a relative one to a file outside it (as \
+            `make M=$PWD` in the tree would read it), is copied as the file it points to; a \
+            dangling one, an absolute one or one to a folder outside the tree stops the build \
+            before it starts (exit 2). `dkms package` refuses every link leaving the tree.
 
             Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
               BUILD_DIR/<release>/build.log   full make output for that kernel
@@ -69,7 +73,7 @@ struct BuildCommand: AsyncParsableCommand {
         }
         // The per-kernel copies refuse the same links; checking once here makes a tree
         // that cannot be copied a usage error (exit 2) before any kernel is tried.
-        _ = try TreeMirror(scanning: driverTree.path)
+        _ = try TreeMirror(scanning: driverTree.path, outsideLinks: .copyFiles)
         let targets = try resolveTargets(tree: driverTree)
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"
