@@ -33,6 +33,10 @@ public struct BuildRequest: Sendable {
     public var directory: String { "\(buildRoot)/\(label)" }
     public var buildTree: String { "\(directory)/tree" }
     public var logPath: String { "\(directory)/build.log" }
+    /// Present while make may be running for this folder, and left behind when a build
+    /// was interrupted: the next build then starts from a fresh copy instead of trusting
+    /// objects that a killed compiler may have left half-written.
+    public var incompleteMarker: String { "\(directory)/INCOMPLETE" }
     public var selectedModules: [ModuleSpec] {
         guard let modules else { return tree.modules }
         return tree.modules.filter { modules.contains($0.name) }
@@ -123,6 +127,11 @@ public struct KbuildBuilder: Sendable {
             // Scanned before anything is written: a refused symlink leaves no build folder behind.
             let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles)
             try FileManager.default.createDirectory(atPath: request.directory, withIntermediateDirectories: true)
+            if FileManager.default.fileExists(atPath: request.incompleteMarker) {
+                try? FileManager.default.removeItem(atPath: request.buildTree)
+            }
+            try Data("an nvbuild build of this folder is running or was interrupted; the next build starts from a fresh copy\n".utf8)
+                .write(to: URL(fileURLWithPath: request.incompleteMarker))
             try mirror.write(to: request.buildTree, method: .sync)
             for module in request.selectedModules {
                 unlink("\(request.buildTree)/\(module.relativeObjectPath)")
@@ -135,22 +144,37 @@ public struct KbuildBuilder: Sendable {
         if request.tree.requestsConftest, let prepare {
             do {
                 try await prepare(kernel, request.buildTree)
-            } catch let error as UserError {
-                return fail(.error("probe failed: \(error.message)"))
             } catch {
-                return fail(.error("probe failed: \(error)"))
+                // make has not run: the copy is as good as the mirror made it.
+                if Interruption.received == nil { unlink(request.incompleteMarker) }
+                return fail(.error("probe failed: \((error as? UserError)?.message ?? "\(error)")"))
             }
         }
         let invocation = KbuildInvocation.modules(
             tree: request.tree, buildDirectory: request.buildTree, kernel: kernel,
             modules: request.tree.style == .nvidia ? request.modules : nil,
             jobs: request.jobs, compiler: request.compiler.flatMap(CompilerCommand.init(parsing:)), verbose: request.verbose)
+        // Interrupted, the folder keeps its marker and loses every .ko, so nothing in it looks finished.
+        let buildTree = request.buildTree, directory = request.directory
+        let cleanup = Interruption.onStop {
+            let removed = Self.removeModules(under: buildTree)
+            return "\(directory): interrupted; marked INCOMPLETE\(removed > 0 ? ", \(removed) .ko file\(removed == 1 ? "" : "s") removed" : ""), the next build starts it afresh"
+        }
+        // Kept once a signal has arrived: the handler runs it after every process is gone.
+        defer { if Interruption.received == nil { Interruption.removeOnStop(cleanup) } }
         let status: Int32
         do {
             status = try await runLogged(invocation, logPath: request.logPath, label: request.label)
+        } catch let error as ProcessRunnerError {
+            if case .interrupted = error { return fail(.error("\(error)"), log: request.logPath) }
+            unlink(request.incompleteMarker)
+            return fail(.error("could not run make: \(error)"), log: request.logPath)
         } catch {
+            unlink(request.incompleteMarker)
             return fail(.error("could not run make: \(error)"), log: request.logPath)
         }
+        // make ran to its end (successfully or not): the folder is as make left it.
+        unlink(request.incompleteMarker)
         var modules: [ModuleResult] = []
         for spec in request.selectedModules {
             let path = "\(request.buildTree)/\(spec.relativeObjectPath)"
@@ -187,6 +211,18 @@ public struct KbuildBuilder: Sendable {
         return result
     }
 
+    /// Removes every built module (.ko, also compressed) under `directory`; returns how many.
+    static func removeModules(under directory: String) -> Int {
+        var removed = 0
+        let enumerator = FileManager.default.enumerator(atPath: directory)
+        while let path = enumerator?.nextObject() as? String {
+            let name = (path as NSString).lastPathComponent
+            guard [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].contains(where: { name.hasSuffix($0) }) else { continue }
+            if unlink("\(directory)/\(path)") == 0 { removed += 1 }
+        }
+        return removed
+    }
+
     /// Files Kbuild cannot do without; checked first so a broken tree gets one clear sentence.
     static func missingKernelFile(_ kernel: KernelTarget) -> String? {
         let out = kernel.outputDirectory
@@ -215,7 +251,7 @@ public struct KbuildBuilder: Sendable {
         }
         var watcher = ProgressWatcher(label: label)
         let progress = self.progress
-        return try await ProcessRunner().stream(invocation.arguments, workingDirectory: invocation.workingDirectory) { chunk in
+        return try await ProcessRunner().stream(invocation.arguments, workingDirectory: invocation.workingDirectory, ownProcessGroup: true) { chunk in
             // A full disk must not stop make half-way; the log is then short, as it was with make writing it.
             try? log.write(contentsOf: chunk)
             if let progress, let report = watcher.consume(chunk) { progress(report) }

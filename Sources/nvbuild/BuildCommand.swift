@@ -107,6 +107,8 @@ struct BuildCommand: AsyncParsableCommand {
                     tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: jobCount,
                     modules: selected, compiler: compiler, verbose: verbose)
                 let result = await builder.build(request)
+                // Stopped by SIGINT/SIGTERM: the handler reports and exits; this row is no result.
+                if Interruption.received != nil { await Interruption.parkUntilExit() }
                 if !json { Terminal.note("\(result.succeeded ? "built" : "FAILED") for \(label) in \(String(format: "%.1f", result.seconds)) s, log: \(result.logPath ?? "none")") }
                 results.append(result)
             }

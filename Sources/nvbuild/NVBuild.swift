@@ -28,6 +28,28 @@ struct NVBuild: AsyncParsableCommand {
 @main
 enum Main {
     static func main() async {
+        Interruption.install(
+            stopping: { signal in
+                Terminal.clearStatus()
+                Terminal.note("nvbuild: \(signalName(signal)) received; stopping make and every compiler nvbuild started")
+            },
+            stopped: { signal, notes in
+                for note in notes { Terminal.note(note) }
+                Terminal.note("nvbuild: stopped by \(signalName(signal)) (exit \(128 + signal))")
+            })
+        await runCommand()
+        // The handler decides the exit status after an interruption; what the command
+        // still reported (a failed row, a table) is not a result.
+        if Interruption.received != nil { await Interruption.parkUntilExit() }
+        exit(0)
+    }
+
+    static func signalName(_ signal: Int32) -> String {
+        signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "signal \(signal)"
+    }
+
+    /// Runs the command; returns only on success, exits with its status otherwise.
+    static func runCommand() async {
         do {
             let (arguments, extraFiles) = InspectCommand.separateFiles(Array(CommandLine.arguments.dropFirst()))
             var command = try NVBuild.parseAsRoot(arguments)
@@ -41,11 +63,14 @@ enum Main {
                 try command.run()
             }
         } catch let error as UserError {
+            if Interruption.received != nil { await Interruption.parkUntilExit() }
             Terminal.error(error.message)
             exit(error.kind == .failed ? 1 : 2)
         } catch let error as ExitCode {
+            if Interruption.received != nil { await Interruption.parkUntilExit() }
             exit(error.rawValue)
         } catch {
+            if Interruption.received != nil { await Interruption.parkUntilExit() }
             let code = NVBuild.exitCode(for: error)
             let message = NVBuild.fullMessage(for: error)
             if code == .success {

@@ -64,6 +64,25 @@ struct BuildTests {
         #expect(result.modules.allSatisfy { !$0.built })
     }
 
+    /// A folder an interrupted build left (INCOMPLETE marker, objects a killed compiler
+    /// may have half-written) is not trusted: the next build starts from a fresh copy,
+    /// and a build that ran to its end leaves no marker.
+    @Test func interruptedFolderIsRebuiltFromAFreshCopy() async throws {
+        let root = try Fixtures.temporaryDirectory("build-incomplete")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let kernel = try KernelDiscovery().kernel(release: Fixtures.kernels[0])
+        let request = BuildRequest(tree: try DriverTree.load(path: Fixtures.plainModule), kernel: kernel, buildRoot: root, jobs: 1)
+        try FileManager.default.createDirectory(atPath: request.buildTree, withIntermediateDirectories: true)
+        try "half-written\n".write(toFile: request.buildTree + "/nvbuild_plain.o", atomically: false, encoding: .utf8)
+        try "interrupted\n".write(toFile: request.incompleteMarker, atomically: false, encoding: .utf8)
+        let result = await KbuildBuilder().build(request)
+        #expect(result.succeeded, "\(result.reason?.description ?? "")")
+        #expect(!FileManager.default.fileExists(atPath: request.incompleteMarker))
+        // The object is Kbuild's own, not the leftover.
+        let object = try Data(contentsOf: URL(fileURLWithPath: request.buildTree + "/nvbuild_plain.o"))
+        #expect(object.prefix(4) == Data([0x7F, 0x45, 0x4C, 0x46]))
+    }
+
     @Test func brokenKernelTreeFailsWithAReason() async throws {
         let root = try Fixtures.temporaryDirectory("build-badkernel")
         defer { try? FileManager.default.removeItem(atPath: root) }
