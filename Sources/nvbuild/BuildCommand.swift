@@ -215,6 +215,12 @@ struct BuildCommand: AsyncParsableCommand {
         return options
     }
 
+    /// A path inside the driver tree, relative to it; others as they are.
+    static func shortPath(_ path: String, tree: String) -> String {
+        let root = URL(fileURLWithPath: tree).standardizedFileURL.path
+        return path.hasPrefix(root + "/") ? String(path.dropFirst(root.count + 1)) : path
+    }
+
     private func printTable(_ results: [KernelBuildResult]) {
         var rows: [[String]] = [["KERNEL", "MODULE", "RESULT", "SIZE", "VERMAGIC"]]
         for r in results {
@@ -224,7 +230,16 @@ struct BuildCommand: AsyncParsableCommand {
                 continue
             }
             for m in r.modules {
-                rows.append([kernel, m.name, m.built ? "ok" : "failed", m.size.map(String.init) ?? "-", m.vermagic ?? "-"])
+                // A module that failed says where: its own first error, or why it was not linked.
+                var detail = m.vermagic ?? "-"
+                if !m.built {
+                    if let f = m.failure, let file = f.file {
+                        detail = "error at \(Self.shortPath(file, tree: tree))\(f.line.map { ":\($0)" } ?? "")"
+                    } else if m.reason != nil {
+                        detail = "not built, see below"
+                    }
+                }
+                rows.append([kernel, m.name, m.built ? "ok" : "failed", m.size.map(String.init) ?? "-", detail])
             }
         }
         let widths = (0..<5).map { c in rows.map { $0[c].count }.max() ?? 0 }
@@ -245,6 +260,9 @@ struct BuildCommand: AsyncParsableCommand {
                 Terminal.report(reason)
             } else {
                 Terminal.out(Terminal.styled("\(r.label): failed", .bold))
+            }
+            for m in r.modules where !m.built {
+                if let reason = m.reason { Terminal.out("  \(reason.message)") }
             }
             if let f = r.failure {
                 if let file = f.file { Terminal.out("  failing file: \(file)\(f.line.map { ":\($0)" } ?? "")") }

@@ -119,6 +119,51 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: root + "/build"))
     }
 
+    /// One module of two with a compile error: the table and JSON name that module with
+    /// the file:line of its first error, and the other module is built (make -k compiles
+    /// past the error; a second make links the modules whose objects all compiled).
+    @Test func failedModuleIsNamedAndTheOtherIsBuilt() throws {
+        let kernel = try CLI.standardKernel("6.12.")
+        let root = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let tree = root + "/tree"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: CLI.fixture, toPath: tree)
+        let source = tree + "/nvfixture-drm/nvfixture-drm-main.c"
+        var lines = try String(contentsOfFile: source, encoding: .utf8).components(separatedBy: "\n")
+        let exitLine = try #require(lines.firstIndex { $0.hasPrefix("static void __exit") })
+        lines.insert("static int nvfixture_broken = nvfixture_undeclared_value;", at: exitLine)
+        try lines.joined(separator: "\n").write(toFile: source, atomically: false, encoding: .utf8)
+        let errorLine = exitLine + 1
+
+        let out = try CLI.run(["build", "--tree", tree, "--kernel", kernel, "--build-dir", root + "/build", "--jobs", "2", "--json"])
+        #expect(out.status == 1, "\(out.stderr)")
+        let rows = try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [[String: Any]] ?? []
+        let row = try #require(rows.first)
+        #expect(row["succeeded"] as? Bool == false)
+        let modules = Dictionary(uniqueKeysWithValues: ((row["modules"] as? [[String: Any]]) ?? []).map { ($0["name"] as? String ?? "", $0) })
+        let good = try #require(modules["nvfixture"]), bad = try #require(modules["nvfixture-drm"])
+        #expect(good["built"] as? Bool == true)
+        #expect((good["vermagic"] as? String)?.hasPrefix(kernel + " ") == true)
+        #expect(FileManager.default.fileExists(atPath: good["path"] as? String ?? ""))
+        #expect(bad["built"] as? Bool == false)
+        let failure = try #require(bad["failure"] as? [String: Any])
+        #expect(failure["file"] as? String == source)
+        #expect(failure["line"] as? Int == errorLine)
+        #expect((failure["errorLines"] as? [String])?.first?.contains("nvfixture_undeclared_value") == true)
+        let reason = ((row["reason"] as? [String: Any])?["message"] as? String) ?? ""
+        #expect(reason.contains("failed to compile: nvfixture-drm") && reason.contains("built: nvfixture"), "\(reason)")
+        #expect(reason.contains("\(source):\(errorLine)"), "\(reason)")
+
+        // The table says the same.
+        let table = try CLI.run(["build", "--tree", tree, "--kernel", kernel, "--build-dir", root + "/build", "--jobs", "2"])
+        #expect(table.status == 1)
+        let tableLines = table.stdout.split(separator: "\n").map(String.init)
+        #expect(tableLines.contains { $0.contains(" nvfixture ") && $0.contains(" ok ") }, "\(table.stdout)")
+        #expect(tableLines.contains { $0.contains("nvfixture-drm") && $0.contains("failed")
+            && $0.contains("error at nvfixture-drm/nvfixture-drm-main.c:\(errorLine)") }, "\(table.stdout)")
+    }
+
     /// The probe before make honours build's --catalog and --cache-dir as `nvbuild probe`
     /// does: an empty catalog leaves every test to the fixture's conftest.sh, which
     /// knows none of them, so the kernel's row fails naming the probe.
