@@ -27,7 +27,19 @@ struct BuildCommand: AsyncParsableCommand {
             Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
               BUILD_DIR/<release>/build.log   full make output for that kernel
               BUILD_DIR/<release>/tree/       the copy make builds in; the .ko files land here
+              BUILD_DIR/<release>/INCOMPLETE  present while make runs and after an interrupted build
             (<release> gets a suffix @<hash of the tree path> for trees given with --kernel-output.)
+
+            make runs with -k, so past a failing object every other one still compiles: the \
+            table names each module whose objects failed with its first error (file:line), and \
+            for trees that select modules (NV_KERNEL_MODULES) a second make links the modules \
+            whose objects all compiled, which are then listed as built. (A plain obj-m tree \
+            links nothing once one object failed; its other modules are listed as not linked.)
+
+            make runs in a process group of its own. SIGINT or SIGTERM to nvbuild stops that \
+            group and every compiler the probe started (SIGKILL after 5 s), removes the .ko \
+            files of the folder being built, leaves BUILD_DIR/<release>/INCOMPLETE (the next \
+            build starts from a fresh copy) and exits 130 / 143.
 
             --kernel all builds for every kernel under /lib/modules with a build tree, one after \
             another; a failure fails only its own row. The compiler may be a wrapper such as \

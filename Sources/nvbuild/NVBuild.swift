@@ -11,7 +11,8 @@ struct NVBuild: AsyncParsableCommand {
         abstract: "Build, package, inspect and verify out-of-tree Linux kernel modules.",
         discussion: """
             Exit status: 0 success; 1 a check, test or verification failed; \
-            2 a usage or environment error (missing headers, compiler, unreadable input).
+            2 a usage or environment error (missing headers, compiler, unreadable input); \
+            130 / 143 stopped by SIGINT / SIGTERM, after every process nvbuild started has stopped.
             """,
         version: version,
         subcommands: [
