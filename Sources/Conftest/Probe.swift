@@ -113,6 +113,12 @@ public enum Prober {
         let scratch = FileManager.default.temporaryDirectory.path + "/nvbuild-probe-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
+        // Stopped by SIGINT/SIGTERM, the process exits from the signal handler: no defer runs.
+        let scratchCleanup = Interruption.onStop {
+            try? FileManager.default.removeItem(atPath: scratch)
+            return nil
+        }
+        defer { Interruption.removeOnStop(scratchCleanup) }
 
         // Sanity checks first: a failing one stops the probe with its reason.
         progress(.sanity, 0, SanityCheck.allCases.count)

@@ -33,6 +33,10 @@ public struct BuildRequest: Sendable {
     public var directory: String { "\(buildRoot)/\(label)" }
     public var buildTree: String { "\(directory)/tree" }
     public var logPath: String { "\(directory)/build.log" }
+    /// Present while make may be running for this folder, and left behind when a build
+    /// was interrupted: the next build then starts from a fresh copy instead of trusting
+    /// objects that a killed compiler may have left half-written.
+    public var incompleteMarker: String { "\(directory)/INCOMPLETE" }
     public var selectedModules: [ModuleSpec] {
         guard let modules else { return tree.modules }
         return tree.modules.filter { modules.contains($0.name) }
@@ -45,6 +49,11 @@ public struct ModuleResult: Sendable, Codable, Equatable {
     public var built: Bool
     public var size: Int?
     public var vermagic: String?
+    /// Why this module was not built: its own first compiler error (file:line), or
+    /// that it could not be linked although its objects compiled.
+    public var reason: Diagnostic?
+    /// The first compiler error in one of this module's own objects.
+    public var failure: BuildFailure?
 }
 
 public struct KernelBuildResult: Sendable, Codable {
@@ -121,9 +130,14 @@ public struct KbuildBuilder: Sendable {
         progress?(BuildProgress(label: request.label, phase: .preparing, compiledObjects: 0, lastItem: nil))
         do {
             // Scanned before anything is written: a refused symlink leaves no build folder behind.
-            let mirror = try TreeMirror(scanning: request.tree.path)
+            let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles)
             try FileManager.default.createDirectory(atPath: request.directory, withIntermediateDirectories: true)
-            try mirror.write(to: request.buildTree, method: .syncLinking)
+            if FileManager.default.fileExists(atPath: request.incompleteMarker) {
+                try? FileManager.default.removeItem(atPath: request.buildTree)
+            }
+            try Data("an nvbuild build of this folder is running or was interrupted; the next build starts from a fresh copy\n".utf8)
+                .write(to: URL(fileURLWithPath: request.incompleteMarker))
+            try mirror.write(to: request.buildTree, method: .sync)
             for module in request.selectedModules {
                 unlink("\(request.buildTree)/\(module.relativeObjectPath)")
             }
@@ -135,9 +149,9 @@ public struct KbuildBuilder: Sendable {
         if request.tree.requestsConftest, let prepare {
             do {
                 try await prepare(kernel, request.buildTree)
-            } catch let error as UserError {
-                return fail(.error("probe failed: \(error.message)"))
             } catch {
+                // make has not run: the copy is as good as the mirror made it.
+                if Interruption.received == nil { unlink(request.incompleteMarker) }
                 return fail(.error("probe failed: \(UserError.describe(error))"))
             }
         }
@@ -145,21 +159,72 @@ public struct KbuildBuilder: Sendable {
             tree: request.tree, buildDirectory: request.buildTree, kernel: kernel,
             modules: request.tree.style == .nvidia ? request.modules : nil,
             jobs: request.jobs, compiler: request.compiler.flatMap(CompilerCommand.init(parsing:)), verbose: request.verbose)
+        // Interrupted, the folder keeps its marker and loses every .ko, so nothing in it looks finished.
+        let buildTree = request.buildTree, directory = request.directory
+        let cleanup = Interruption.onStop {
+            let removed = Self.removeModules(under: buildTree)
+            return "\(directory): interrupted; marked INCOMPLETE\(removed > 0 ? ", \(removed) .ko file\(removed == 1 ? "" : "s") removed" : ""), the next build starts it afresh"
+        }
+        // Kept once a signal has arrived: the handler runs it after every process is gone.
+        defer { if Interruption.received == nil { Interruption.removeOnStop(cleanup) } }
         let status: Int32
         do {
             status = try await runLogged(invocation, logPath: request.logPath, label: request.label)
-        } catch {
+        } catch let error as ProcessRunnerError {
+            if case .interrupted = error { return fail(.error("\(error)"), log: request.logPath) }
+            unlink(request.incompleteMarker)
             return fail(.error("could not run make: \(UserError.describe(error))"), log: request.logPath)
+        } catch {
+            unlink(request.incompleteMarker)
+            return fail(.error("could not run make: \(UserError.describe(error))"), log: request.logPath)
+        }
+        // make ran to its end (successfully or not): the folder is as make left it.
+        unlink(request.incompleteMarker)
+        let log = status == 0 ? "" : (try? String(contentsOfFile: request.logPath, encoding: .utf8)) ?? ""
+        var attribution = status == 0 ? nil : Self.attribute(log: log, request: request)
+        // make -k compiled every object it could, but Kbuild links no module once one
+        // object failed. A tree that selects modules gets a second make for the modules
+        // whose objects all compiled: they link from the objects already there.
+        if var known = attribution, request.tree.style == .nvidia, !known.failed.isEmpty {
+            let linkable = request.selectedModules.filter { !known.failed.contains($0.name) && known.objects[$0.name] != nil }
+            if !linkable.isEmpty {
+                let relink = KbuildInvocation.modules(
+                    tree: request.tree, buildDirectory: request.buildTree, kernel: kernel, modules: linkable.map(\.name),
+                    jobs: request.jobs, compiler: request.compiler.flatMap(CompilerCommand.init(parsing:)), verbose: request.verbose)
+                do {
+                    _ = try await runLogged(relink, logPath: request.logPath, label: request.label, appending: true)
+                } catch {
+                    if Interruption.received != nil { return fail(.error("\(error)"), log: request.logPath) }
+                }
+                let full = (try? String(contentsOfFile: request.logPath, encoding: .utf8)) ?? log
+                known.relinkLog = String(full.dropFirst(log.count))
+                attribution = known
+            }
         }
         var modules: [ModuleResult] = []
         for spec in request.selectedModules {
             let path = "\(request.buildTree)/\(spec.relativeObjectPath)"
             let exists = FileManager.default.fileExists(atPath: path)
-            modules.append(
-                ModuleResult(
-                    name: spec.name, path: path, built: exists && status == 0,
-                    size: exists ? BuiltModuleFacts.size(path: path) : nil,
-                    vermagic: exists ? BuiltModuleFacts.vermagic(path: path) : nil))
+            let ownFailure = attribution?.failed.contains(spec.name) == true
+            var module = ModuleResult(
+                name: spec.name, path: path, built: exists && (status == 0 || (attribution != nil && !ownFailure)),
+                size: exists ? BuiltModuleFacts.size(path: path) : nil,
+                vermagic: exists ? BuiltModuleFacts.vermagic(path: path) : nil)
+            if !module.built, let attribution {
+                if attribution.objects[spec.name] == nil {
+                    module.reason = .error("\(spec.name): make stopped before compiling it")
+                } else if ownFailure {
+                    let first = attribution.firstFailure[spec.name]
+                    module.failure = first
+                    let place = first.flatMap { f in f.file.map { "\($0)\(f.line.map { ":\($0)" } ?? "")" } }
+                    module.reason = .error(place.map { "\(spec.name): an object failed to compile; first error at \($0)" }
+                        ?? "\(spec.name): an object failed to compile", file: first?.file, line: first?.line)
+                } else {
+                    module.reason = .error(attribution.linkProblem(of: spec)
+                        ?? "\(spec.name): its objects compiled, but it was not linked because make stopped at another module's error")
+                }
+            }
+            modules.append(module)
         }
         progress?(BuildProgress(label: request.label, phase: .finished, compiledObjects: 0, lastItem: nil))
         var result = KernelBuildResult(
@@ -168,7 +233,6 @@ public struct KbuildBuilder: Sendable {
             logPath: request.logPath, command: invocation.commandLine, modules: modules,
             seconds: Date().timeIntervalSince(started))
         if status != 0 {
-            let log = (try? String(contentsOfFile: request.logPath, encoding: .utf8)) ?? ""
             var failure = BuildLog.firstFailure(in: log, buildDirectory: request.buildTree, sourceDirectory: request.tree.path)
             if var f = failure, !f.identifiers.isEmpty, let explain {
                 f.explanation = await explain(kernel, request.buildTree, f)
@@ -179,12 +243,75 @@ public struct KbuildBuilder: Sendable {
             if let file = failure?.file, failure?.includedFrom == nil, !file.hasPrefix(request.tree.path + "/") {
                 message += "; the first error is in a file outside the driver tree (\(file)), so the kernel tree \(kernel.outputDirectory) looks broken or incomplete"
             }
+            if let attribution, !attribution.failed.isEmpty {
+                let failed = modules.filter { attribution.failed.contains($0.name) }.map(\.name)
+                let built = modules.filter(\.built).map(\.name)
+                message += "; failed to compile: \(failed.joined(separator: ", "))"
+                if let place = failure.flatMap({ f in f.file.map { "\($0)\(f.line.map { ":\($0)" } ?? "")" } }) {
+                    message += " (first error at \(place))"
+                }
+                if !built.isEmpty { message += "; built: \(built.joined(separator: ", "))" }
+            }
             result.reason = .error(message, file: failure?.file, line: failure?.line)
         } else if !result.succeeded {
             let missing = modules.filter { !$0.built }.map(\.name)
             result.reason = .error("make succeeded but did not produce \(missing.map { "\($0).ko" }.joined(separator: ", "))")
         }
         return result
+    }
+
+    /// Which modules a failed make broke: their objects (from Kbuild's `<module>.mod`
+    /// files) against the objects make reports as failed, and each one's first compiler error.
+    struct Attribution {
+        var objects: [String: Set<String>] = [:]
+        var failed: Set<String> = []
+        var firstFailure: [String: BuildFailure] = [:]
+        /// The output of the second make that linked the modules whose objects compiled.
+        var relinkLog = ""
+
+        /// The line of the relinking make that names this module (modpost's undefined
+        /// symbols, for one that needs a module that failed).
+        func linkProblem(of spec: ModuleSpec) -> String? {
+            let ko = "\(spec.name).ko"
+            guard let line = relinkLog.split(separator: "\n").first(where: { $0.contains("ERROR") && $0.contains(ko) }) else { return nil }
+            return "\(spec.name): its objects compiled, but linking failed: \(line.trimmingCharacters(in: .whitespaces))"
+        }
+    }
+
+    /// Nil when Kbuild wrote no `.mod` file for any module (make stopped before compiling):
+    /// then every module shares the build's one reason.
+    static func attribute(log: String, request: BuildRequest) -> Attribution? {
+        let tree = request.buildTree
+        var attribution = Attribution()
+        for spec in request.selectedModules {
+            let modFile = "\(tree)/\(spec.location.isEmpty ? "" : spec.location + "/")\(spec.name).mod"
+            if let objects = BuildLog.moduleObjects(modFile: modFile, buildDirectory: tree) { attribution.objects[spec.name] = objects }
+        }
+        guard !attribution.objects.isEmpty else { return nil }
+        let failedTargets = BuildLog.failedTargets(in: log, buildDirectory: tree)
+        let failures = BuildLog.compilerFailures(in: log, buildDirectory: tree, sourceDirectory: request.tree.path)
+        for (name, objects) in attribution.objects {
+            let first = failures.first { f in f.compiledFile.map { objects.contains(BuildLog.object(of: $0, buildDirectory: tree)) } ?? false }
+            if !objects.isDisjoint(with: failedTargets) || first != nil {
+                attribution.failed.insert(name)
+                attribution.firstFailure[name] = first
+            }
+        }
+        // A module Kbuild wrote no .mod for never got as far as its objects: not known to be fine.
+        for spec in request.selectedModules where attribution.objects[spec.name] == nil { attribution.failed.insert(spec.name) }
+        return attribution
+    }
+
+    /// Removes every built module (.ko, also compressed) under `directory`; returns how many.
+    static func removeModules(under directory: String) -> Int {
+        var removed = 0
+        let enumerator = FileManager.default.enumerator(atPath: directory)
+        while let path = enumerator?.nextObject() as? String {
+            let name = (path as NSString).lastPathComponent
+            guard [".ko", ".ko.xz", ".ko.zst", ".ko.gz"].contains(where: { name.hasSuffix($0) }) else { continue }
+            if unlink("\(directory)/\(path)") == 0 { removed += 1 }
+        }
+        return removed
     }
 
     /// Files Kbuild cannot do without; checked first so a broken tree gets one clear sentence.
@@ -201,21 +328,24 @@ public struct KbuildBuilder: Sendable {
 
     /// Runs make through ProcessRunner with its output (stdout and stderr together)
     /// appended to the log as it arrives, and progress read from the same bytes.
-    private func runLogged(_ invocation: KbuildInvocation, logPath: String, label: String) async throws -> Int32 {
-        guard FileManager.default.createFile(atPath: logPath, contents: Data("# \(invocation.commandLine)\n".utf8)) else {
-            throw UserError(.environment, "\(logPath): cannot create the build log")
+    private func runLogged(_ invocation: KbuildInvocation, logPath: String, label: String, appending: Bool = false) async throws -> Int32 {
+        if !appending {
+            guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
+                throw UserError(.environment, "\(logPath): cannot create the build log")
+            }
         }
         guard let log = FileHandle(forWritingAtPath: logPath) else {
             throw UserError(.environment, "\(logPath): cannot write the build log")
         }
         log.seekToEndOfFile()
         defer { try? log.close() }
+        try? log.write(contentsOf: Data("# \(invocation.commandLine)\n".utf8))
         guard ProcessRunner.lookup(invocation.arguments[0]) != nil else {
             throw UserError(.environment, "make: not found in PATH; install it (apt-get install make)")
         }
         var watcher = ProgressWatcher(label: label)
         let progress = self.progress
-        return try await ProcessRunner().stream(invocation.arguments, workingDirectory: invocation.workingDirectory) { chunk in
+        return try await ProcessRunner().stream(invocation.arguments, workingDirectory: invocation.workingDirectory, ownProcessGroup: true) { chunk in
             // A full disk must not stop make half-way; the log is then short, as it was with make writing it.
             try? log.write(contentsOf: chunk)
             if let progress, let report = watcher.consume(chunk) { progress(report) }

@@ -25,7 +25,9 @@ public struct KbuildInvocation: Sendable, Equatable, Codable {
     ) -> KbuildInvocation {
         // make hands $(CC) to the shell in recipes: quote the words that need it.
         let cc = (compiler ?? kernel.installedCompiler)?.shellText
-        var args = ["make", "-j\(max(1, jobs))"]
+        // -k: past a failing object make still compiles every other one, so each module's
+        // own errors are in the log and the modules whose objects compiled can be linked.
+        var args = ["make", "-k", "-j\(max(1, jobs))"]
         switch tree.style {
         case .nvidia:
             // Mirrors kernel-open/Makefile: Kbuild is entered through the source

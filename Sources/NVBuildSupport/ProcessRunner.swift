@@ -28,6 +28,9 @@ public struct ProcessOutput: Sendable, Equatable {
 public enum ProcessRunnerError: Error, CustomStringConvertible, Equatable {
     case executableNotFound(String)
     case launchFailed(String, String)
+    /// SIGINT or SIGTERM arrived (`Interruption`): the process was not started, or
+    /// its outcome is not a result.
+    case interrupted(String, Int32)
 
     public var description: String {
         switch self {
@@ -35,6 +38,8 @@ public enum ProcessRunnerError: Error, CustomStringConvertible, Equatable {
             return "\(name): command not found in PATH"
         case .launchFailed(let name, let reason):
             return "\(name): could not be started: \(reason)"
+        case .interrupted(let name, let signal):
+            return "\(name): stopped by \(signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "signal \(signal)")"
         }
     }
 }
@@ -64,6 +69,7 @@ public struct ProcessRunner: Sendable {
     ) async throws -> ProcessOutput {
         let (executable, env) = try prepare(arguments, extraEnvironment: extraEnvironment)
         let directory = workingDirectory.map { FilePath($0) }
+        try Self.checkInterruption(arguments)
         do {
             let status: TerminationStatus
             let standardOutput: String
@@ -81,8 +87,13 @@ public struct ProcessRunner: Sendable {
                     input: .none, output: .string(limit: outputLimit), error: .string(limit: outputLimit))
                 (status, standardOutput, standardError) = (result.terminationStatus, result.standardOutput, result.standardError)
             }
+            // A process that ended after a signal arrived may have been stopped by it.
+            try Self.checkInterruption(arguments)
             return ProcessOutput(arguments: arguments, exitStatus: Self.code(status), standardOutput: standardOutput, standardError: standardError)
+        } catch let error as ProcessRunnerError {
+            throw error
         } catch {
+            try Self.checkInterruption(arguments)
             throw ProcessRunnerError.launchFailed(arguments[0], UserError.describe(error))
         }
     }
@@ -91,28 +102,47 @@ public struct ProcessRunner: Sendable {
     /// would) and hands the bytes to `onOutput` as they arrive, so a caller can
     /// write a log and follow progress while the command runs (make). Standard
     /// input is /dev/null. Returns the exit status, 128 + the signal when killed.
+    ///
+    /// With `ownProcessGroup` the command leads a process group of its own, registered
+    /// with `Interruption`: SIGINT/SIGTERM to nvbuild are sent to the whole group (make
+    /// and every compiler it started), which is waited for before nvbuild exits.
     public func stream(
         _ arguments: [String],
         workingDirectory: String? = nil,
         extraEnvironment: [String: String] = [:],
+        ownProcessGroup: Bool = false,
         onOutput: ([UInt8]) async -> Void
     ) async throws -> Int32 {
         let (executable, env) = try prepare(arguments, extraEnvironment: extraEnvironment)
+        try Self.checkInterruption(arguments)
+        var options = PlatformOptions()
+        // 0: the child's own pid becomes its group's id (setpgid(0, 0) in posix_spawn).
+        if ownProcessGroup { options.processGroupID = 0 }
         let status: TerminationStatus
         do {
             status = try await Subprocess.run(
                 executable, arguments: Arguments(Array(arguments.dropFirst())), environment: env,
-                workingDirectory: workingDirectory.map { FilePath($0) },
+                workingDirectory: workingDirectory.map { FilePath($0) }, platformOptions: options,
                 input: .none, output: .sequence, error: .combinedWithOutput
             ) { execution in
+                let group = execution.processIdentifier.value
+                if ownProcessGroup { _ = Interruption.track(group: group) }
+                defer { if ownProcessGroup { Interruption.untrack(group: group) } }
                 for try await chunk in execution.standardOutput {
                     await onOutput(chunk.withUnsafeBytes { Array($0) })
                 }
             }.terminationStatus
         } catch {
+            try Self.checkInterruption(arguments)
             throw ProcessRunnerError.launchFailed(arguments[0], UserError.describe(error))
         }
+        try Self.checkInterruption(arguments)
         return Self.code(status)
+    }
+
+    /// Throws once SIGINT/SIGTERM has arrived: nothing is started then, and no outcome reported.
+    private static func checkInterruption(_ arguments: [String]) throws {
+        if let signal = Interruption.received { throw ProcessRunnerError.interrupted(arguments[0], signal) }
     }
 
     private static func code(_ status: TerminationStatus) -> Int32 {

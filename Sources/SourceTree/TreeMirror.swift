@@ -4,15 +4,21 @@ import NVBuildSupport
 /// The one way a driver tree is copied: into `nvbuild build`'s per-kernel build
 /// folder and into a DKMS package. A mirror is scanned first and written second,
 /// so a tree that cannot be copied (a symlink it must not follow) is refused
-/// before anything is written.
+/// before anything is written. Files are always copied (or reflinked), never
+/// hard-linked: a build step that writes its copy in place must not reach the
+/// user's tree.
 ///
 /// Symlinks: one whose target resolves inside the tree is copied as the file or
 /// directory it points to. Dereferencing, rather than keeping a relative link,
 /// means the copy holds no link at all: nothing in a package or build folder can
 /// point back into the user's tree, a link to a file the filter leaves out
 /// cannot dangle in the copy, and tar and DKMS see plain files everywhere. A
-/// dangling link, an absolute one (it names a place on this machine, not in the
-/// tree) and one whose target lies outside the tree are refused.
+/// dangling link and an absolute one (it names a place on this machine, not in
+/// the tree) are always refused. A relative link whose target lies outside the
+/// tree is refused for a package, which must be self-contained; a build copy
+/// (`OutsideLinks.copyFiles`) copies the file it reaches, as `make M=$PWD` in the
+/// tree itself would read it. A link to a folder outside the tree is refused for
+/// both: following it would copy an unbounded part of the machine.
 public struct TreeMirror: Sendable {
     /// One thing the copy holds, by its path relative to the tree.
     public struct Entry: Sendable, Equatable {
@@ -27,15 +33,26 @@ public struct TreeMirror: Sendable {
     public var root: String
     /// Parents before children, names sorted, so writing is deterministic.
     public var entries: [Entry]
+    /// What a relative link to something outside the tree becomes.
+    public var outsideLinks: OutsideLinks
+
+    public enum OutsideLinks: Sendable, Equatable {
+        /// Refused, naming the link and its target: a DKMS package must be self-contained.
+        case refuse
+        /// A link to an existing regular file outside the tree is copied as that file:
+        /// the build copy then reads what the tree's own `make M=$PWD` would.
+        case copyFiles
+    }
 
     /// Walks `path`, leaving out build products and the top-level names in
     /// `excludingTopLevel` (a package's own dkms.conf), and resolving symlinks.
-    public init(scanning path: String, excludingTopLevel: Set<String> = []) throws {
+    public init(scanning path: String, excludingTopLevel: Set<String> = [], outsideLinks: OutsideLinks = .refuse) throws {
         guard let real = Self.realPath(path) else {
             throw UserError(.usage, "\(path): cannot read the tree: \(String(cString: strerror(errno)))")
         }
         root = real
         entries = []
+        self.outsideLinks = outsideLinks
         try scan(directory: real, relative: "", ancestors: [real], excluding: excludingTopLevel)
     }
 
@@ -121,7 +138,14 @@ public struct TreeMirror: Sendable {
             throw UserError(.usage, "\(link): symbolic link to \(target), which does not exist (a dangling link); nvbuild copies only links that resolve inside \(root) (\(remedy))")
         }
         guard resolved.hasPrefix(root + "/") else {
-            throw UserError(.usage, "\(link): symbolic link to \(target), which resolves to \(resolved), outside the tree \(root); nvbuild copies only links that resolve inside the tree (\(remedy))")
+            guard case .copyFiles = outsideLinks else {
+                throw UserError(.usage, "\(link): symbolic link to \(target), which resolves to \(resolved), outside the tree \(root); a package holds only links that resolve inside the tree (\(remedy))")
+            }
+            var st = stat()
+            guard stat(resolved, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+                throw UserError(.usage, "\(link): symbolic link to \(target), which resolves to \(resolved), a folder (or special file) outside the tree \(root); a build copy takes single files from outside the tree, not folders (link the files the build needs, or move the folder into the tree)")
+            }
+            return resolved
         }
         return resolved
     }
@@ -135,11 +159,11 @@ public struct TreeMirror: Sendable {
     // MARK: Writing
 
     public enum Method: Sendable {
-        /// Hard-link files where the filesystem allows it, copy otherwise; and keep
-        /// files that are already in place (same inode, or same size and mtime), so a
-        /// second build for the same kernel only refreshes what changed.
-        case syncLinking
-        /// Copy every file: a package must not share storage with the tree.
+        /// Copy files, keeping those already in place (same size and mtime, and not
+        /// the tree's own file through a hard link an older nvbuild made), so a second
+        /// build for the same kernel only refreshes what changed.
+        case sync
+        /// Copy every file afresh.
         case copy
     }
 
@@ -165,24 +189,16 @@ public struct TreeMirror: Sendable {
                 var existing = stat()
                 if lstat(to, &existing) == 0 {
                     let isFile = existing.st_mode & S_IFMT == S_IFREG
-                    if case .syncLinking = method, isFile {
-                        if existing.st_ino == st.st_ino && existing.st_dev == st.st_dev { continue }
-                        if existing.st_size == st.st_size && existing.st_mtim.tv_sec == st.st_mtim.tv_sec
-                            && existing.st_mtim.tv_nsec == st.st_mtim.tv_nsec
-                        {
-                            continue
-                        }
+                    // A file sharing the tree's inode is a hard link: replaced, never kept.
+                    let sharesStorage = existing.st_ino == st.st_ino && existing.st_dev == st.st_dev
+                    if case .sync = method, isFile, !sharesStorage, existing.st_size == st.st_size,
+                        existing.st_mtim.tv_sec == st.st_mtim.tv_sec, existing.st_mtim.tv_nsec == st.st_mtim.tv_nsec
+                    {
+                        continue
                     }
                     try remove(to, isDirectory: existing.st_mode & S_IFMT == S_IFDIR)
                 }
-                if case .syncLinking = method, link(entry.source, to) == 0 { continue }
-                do {
-                    try fm.copyItem(atPath: entry.source, toPath: to)
-                } catch {
-                    throw UserError(.environment, "\(to): cannot copy \(entry.source) there: \(String(cString: strerror(errno)))")
-                }
-                var times = [st.st_atim, st.st_mtim]
-                utimensat(AT_FDCWD, to, &times, 0)
+                try FileCopy.copy(from: entry.source, to: to)
             }
         }
     }

@@ -15,15 +15,31 @@ struct BuildCommand: AsyncParsableCommand {
             kernel source and output trees, CC from the kernel's CONFIG_CC_VERSION_TEXT, ARCH, \
             and for NVIDIA-style trees NV_KERNEL_SOURCES/NV_KERNEL_OUTPUT/NV_KERNEL_MODULES, \
             after running the conftest probe. Each kernel builds in its own copy of the tree, so \
-            builds never share objects and the tree stays clean. The copy leaves out build \
-            products (objects, .ko, .mod, .cmd, Module.symvers, modules.order, conftest/, .git); \
-            a symlink that resolves inside the tree is copied as the file it points to, and a \
-            dangling one, an absolute one or one leaving the tree stops the build before it starts (exit 2).
+            builds never share objects and the tree stays clean: files are copied (reflinked where \
+            the filesystem can), never hard-linked, so a build step that writes a source in place \
+            changes only the copy. The copy leaves out build \
+            products (objects, .ko, .mod, .cmd, Module.symvers, modules.order, conftest/, .git). \
+            A symlink that resolves inside the tree, or a relative one to a file outside it (as \
+            `make M=$PWD` in the tree would read it), is copied as the file it points to; a \
+            dangling one, an absolute one or one to a folder outside the tree stops the build \
+            before it starts (exit 2). `dkms package` refuses every link leaving the tree.
 
             Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
               BUILD_DIR/<release>/build.log   full make output for that kernel
               BUILD_DIR/<release>/tree/       the copy make builds in; the .ko files land here
+              BUILD_DIR/<release>/INCOMPLETE  present while make runs and after an interrupted build
             (<release> gets a suffix @<hash of the tree path> for trees given with --kernel-output.)
+
+            make runs with -k, so past a failing object every other one still compiles: the \
+            table names each module whose objects failed with its first error (file:line), and \
+            for trees that select modules (NV_KERNEL_MODULES) a second make links the modules \
+            whose objects all compiled, which are then listed as built. (A plain obj-m tree \
+            links nothing once one object failed; its other modules are listed as not linked.)
+
+            make runs in a process group of its own. SIGINT or SIGTERM to nvbuild stops that \
+            group and every compiler the probe started (SIGKILL after 5 s), removes the .ko \
+            files of the folder being built, leaves BUILD_DIR/<release>/INCOMPLETE (the next \
+            build starts from a fresh copy) and exits 130 / 143.
 
             --kernel all builds for every kernel under /lib/modules with a build tree, one after \
             another; a failure fails only its own row. The compiler may be a wrapper such as \
@@ -69,7 +85,7 @@ struct BuildCommand: AsyncParsableCommand {
         }
         // The per-kernel copies refuse the same links; checking once here makes a tree
         // that cannot be copied a usage error (exit 2) before any kernel is tried.
-        _ = try TreeMirror(scanning: driverTree.path)
+        _ = try TreeMirror(scanning: driverTree.path, outsideLinks: .copyFiles)
         let targets = try resolveTargets(tree: driverTree)
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"
@@ -103,6 +119,8 @@ struct BuildCommand: AsyncParsableCommand {
                     tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: jobCount,
                     modules: selected, compiler: compiler, verbose: verbose)
                 let result = await builder.build(request)
+                // Stopped by SIGINT/SIGTERM: the handler reports and exits; this row is no result.
+                if Interruption.received != nil { await Interruption.parkUntilExit() }
                 if !json { Terminal.note("\(result.succeeded ? "built" : "FAILED") for \(label) in \(String(format: "%.1f", result.seconds)) s, log: \(result.logPath ?? "none")") }
                 results.append(result)
             }
@@ -209,6 +227,12 @@ struct BuildCommand: AsyncParsableCommand {
         return options
     }
 
+    /// A path inside the driver tree, relative to it; others as they are.
+    static func shortPath(_ path: String, tree: String) -> String {
+        let root = URL(fileURLWithPath: tree).standardizedFileURL.path
+        return path.hasPrefix(root + "/") ? String(path.dropFirst(root.count + 1)) : path
+    }
+
     private func printTable(_ results: [KernelBuildResult]) {
         var rows: [[String]] = [["KERNEL", "MODULE", "RESULT", "SIZE", "VERMAGIC"]]
         for r in results {
@@ -218,7 +242,16 @@ struct BuildCommand: AsyncParsableCommand {
                 continue
             }
             for m in r.modules {
-                rows.append([kernel, m.name, m.built ? "ok" : "failed", m.size.map(String.init) ?? "-", m.vermagic ?? "-"])
+                // A module that failed says where: its own first error, or why it was not linked.
+                var detail = m.vermagic ?? "-"
+                if !m.built {
+                    if let f = m.failure, let file = f.file {
+                        detail = "error at \(Self.shortPath(file, tree: tree))\(f.line.map { ":\($0)" } ?? "")"
+                    } else if m.reason != nil {
+                        detail = "not built, see below"
+                    }
+                }
+                rows.append([kernel, m.name, m.built ? "ok" : "failed", m.size.map(String.init) ?? "-", detail])
             }
         }
         let widths = (0..<5).map { c in rows.map { $0[c].count }.max() ?? 0 }
@@ -239,6 +272,9 @@ struct BuildCommand: AsyncParsableCommand {
                 Terminal.report(reason)
             } else {
                 Terminal.out(Terminal.styled("\(r.label): failed", .bold))
+            }
+            for m in r.modules where !m.built {
+                if let reason = m.reason { Terminal.out("  \(reason.message)") }
             }
             if let f = r.failure {
                 if let file = f.file { Terminal.out("  failing file: \(file)\(f.line.map { ":\($0)" } ?? "")") }

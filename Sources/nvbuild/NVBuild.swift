@@ -11,7 +11,8 @@ struct NVBuild: AsyncParsableCommand {
         abstract: "Build, package, inspect and verify out-of-tree Linux kernel modules.",
         discussion: """
             Exit status: 0 success; 1 a check, test or verification failed; \
-            2 a usage or environment error (missing headers, compiler, unreadable input).
+            2 a usage or environment error (missing headers, compiler, unreadable input); \
+            130 / 143 stopped by SIGINT / SIGTERM, after every process nvbuild started has stopped.
             """,
         version: version,
         subcommands: [
@@ -28,6 +29,28 @@ struct NVBuild: AsyncParsableCommand {
 @main
 enum Main {
     static func main() async {
+        Interruption.install(
+            stopping: { signal in
+                Terminal.clearStatus()
+                Terminal.note("nvbuild: \(signalName(signal)) received; stopping make and every compiler nvbuild started")
+            },
+            stopped: { signal, notes in
+                for note in notes { Terminal.note(note) }
+                Terminal.note("nvbuild: stopped by \(signalName(signal)) (exit \(128 + signal))")
+            })
+        await runCommand()
+        // The handler decides the exit status after an interruption; what the command
+        // still reported (a failed row, a table) is not a result.
+        if Interruption.received != nil { await Interruption.parkUntilExit() }
+        exit(0)
+    }
+
+    static func signalName(_ signal: Int32) -> String {
+        signal == SIGINT ? "SIGINT" : signal == SIGTERM ? "SIGTERM" : "signal \(signal)"
+    }
+
+    /// Runs the command; returns only on success, exits with its status otherwise.
+    static func runCommand() async {
         do {
             let (arguments, extraFiles) = InspectCommand.separateFiles(Array(CommandLine.arguments.dropFirst()))
             var command = try NVBuild.parseAsRoot(arguments)
@@ -41,9 +64,11 @@ enum Main {
                 try command.run()
             }
         } catch let error as UserError {
+            if Interruption.received != nil { await Interruption.parkUntilExit() }
             Terminal.error(error.message)
             exit(error.kind == .failed ? 1 : 2)
         } catch let error as ExitCode {
+            if Interruption.received != nil { await Interruption.parkUntilExit() }
             exit(error.rawValue)
         } catch where !isArgumentParserError(error) {
             // Whatever a library let through, in the project's words: Foundation's own text
@@ -52,6 +77,7 @@ enum Main {
             Terminal.error(UserError.describe(error))
             exit(FileSystemError.isFoundation(error) ? 2 : 1)
         } catch {
+            if Interruption.received != nil { await Interruption.parkUntilExit() }
             let code = NVBuild.exitCode(for: error)
             let message = NVBuild.fullMessage(for: error)
             if code == .success {

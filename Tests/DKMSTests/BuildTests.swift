@@ -64,6 +64,51 @@ struct BuildTests {
         #expect(result.modules.allSatisfy { !$0.built })
     }
 
+    /// A folder an interrupted build left (INCOMPLETE marker, objects a killed compiler
+    /// may have half-written) is not trusted: the next build starts from a fresh copy,
+    /// and a build that ran to its end leaves no marker.
+    @Test func interruptedFolderIsRebuiltFromAFreshCopy() async throws {
+        let root = try Fixtures.temporaryDirectory("build-incomplete")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let kernel = try KernelDiscovery().kernel(release: Fixtures.kernels[0])
+        let request = BuildRequest(tree: try DriverTree.load(path: Fixtures.plainModule), kernel: kernel, buildRoot: root, jobs: 1)
+        try FileManager.default.createDirectory(atPath: request.buildTree, withIntermediateDirectories: true)
+        try "half-written\n".write(toFile: request.buildTree + "/nvbuild_plain.o", atomically: false, encoding: .utf8)
+        try "interrupted\n".write(toFile: request.incompleteMarker, atomically: false, encoding: .utf8)
+        let result = await KbuildBuilder().build(request)
+        #expect(result.succeeded, "\(result.reason?.description ?? "")")
+        #expect(!FileManager.default.fileExists(atPath: request.incompleteMarker))
+        // The object is Kbuild's own, not the leftover.
+        let object = try Data(contentsOf: URL(fileURLWithPath: request.buildTree + "/nvbuild_plain.o"))
+        #expect(object.prefix(4) == Data([0x7F, 0x45, 0x4C, 0x46]))
+    }
+
+    /// A plain tree with two obj-m modules, one broken: the broken one carries its own
+    /// file:line; the other's objects compiled (make -k) but Kbuild links nothing after
+    /// an error in one M= build, so it is named as not linked rather than as failing.
+    @Test func plainTreeNamesTheModuleWhoseObjectFailed() async throws {
+        let root = try Fixtures.temporaryDirectory("build-two")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let tree = "\(root)/tree"
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        try "obj-m += good.o broken.o\n".write(toFile: "\(tree)/Kbuild", atomically: false, encoding: .utf8)
+        try "#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n".write(toFile: "\(tree)/good.c", atomically: false, encoding: .utf8)
+        try "#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\nstatic int b = undeclared_thing;\n"
+            .write(toFile: "\(tree)/broken.c", atomically: false, encoding: .utf8)
+        let kernel = try KernelDiscovery().kernel(release: Fixtures.kernels[0])
+        let result = await KbuildBuilder().build(BuildRequest(tree: try DriverTree.load(path: tree), kernel: kernel, buildRoot: "\(root)/build", jobs: 2))
+        #expect(!result.succeeded)
+        let modules = Dictionary(uniqueKeysWithValues: result.modules.map { ($0.name, $0) })
+        let broken = try #require(modules["broken"]), good = try #require(modules["good"])
+        #expect(!broken.built && broken.failure?.file == "\(tree)/broken.c" && broken.failure?.line == 3)
+        #expect(broken.reason?.file == "\(tree)/broken.c" && broken.reason?.line == 3)
+        #expect(!good.built && good.failure == nil)
+        #expect(good.reason?.message.contains("not linked") == true, "\(good.reason?.message ?? "")")
+        // make -k compiled the good module's object past the error.
+        #expect(FileManager.default.fileExists(atPath: "\(root)/build/\(kernel.release)/tree/good.o"))
+        #expect(result.reason?.message.contains("failed to compile: broken") == true, "\(result.reason?.message ?? "")")
+    }
+
     @Test func brokenKernelTreeFailsWithAReason() async throws {
         let root = try Fixtures.temporaryDirectory("build-badkernel")
         defer { try? FileManager.default.removeItem(atPath: root) }

@@ -41,7 +41,7 @@ struct DriverTreeTests {
             requestsConftest: true, rejectsPreemptRT: true)
         let inv = KbuildInvocation.modules(tree: tree, buildDirectory: "/b/tree", kernel: kernel, jobs: 4)
         #expect(inv.arguments == [
-            "make", "-j4", "LD=ld", "CC=gcc-12", "OBJDUMP=objdump",
+            "make", "-k", "-j4", "LD=ld", "CC=gcc-12", "OBJDUMP=objdump",
             "KBUILD_OUTPUT=/lib/modules/\(Fixtures.kernels[0])/build",
             "-C", "/lib/modules/\(Fixtures.kernels[0])/source", "M=/b/tree", "ARCH=x86_64",
             "NV_KERNEL_SOURCES=/lib/modules/\(Fixtures.kernels[0])/source",
@@ -57,6 +57,6 @@ struct DriverTreeTests {
         let kernel = try KernelDiscovery().kernel(release: Fixtures.kernels[1])
         let tree = try DriverTree.load(path: Fixtures.plainModule)
         let inv = KbuildInvocation.modules(tree: tree, buildDirectory: "/b", kernel: kernel, jobs: 2)
-        #expect(inv.arguments == ["make", "-j2", "CC=x86_64-linux-gnu-gcc-12", "-C", "/lib/modules/\(Fixtures.kernels[1])/build", "M=/b", "modules"])
+        #expect(inv.arguments == ["make", "-k", "-j2", "CC=x86_64-linux-gnu-gcc-12", "-C", "/lib/modules/\(Fixtures.kernels[1])/build", "M=/b", "modules"])
     }
 }

@@ -76,8 +76,8 @@ struct TreeMirrorTests {
         try fm.createSymbolicLink(atPath: "\(root)/build/headers", withDestinationPath: outside)
         try fm.createSymbolicLink(atPath: "\(root)/build/alias.h", withDestinationPath: "\(outside)/alias.h")
         let mirror = try TreeMirror(scanning: tree)
-        try mirror.write(to: "\(root)/build", method: .syncLinking)
-        try mirror.write(to: "\(root)/build", method: .syncLinking)
+        try mirror.write(to: "\(root)/build", method: .sync)
+        try mirror.write(to: "\(root)/build", method: .sync)
         #expect(try fm.contentsOfDirectory(atPath: outside).isEmpty)
         #expect(Self.files(under: "\(root)/build")["headers"] == "dir")
         #expect(Self.files(under: "\(root)/build")["alias.h"] == "file")
@@ -93,24 +93,86 @@ struct TreeMirrorTests {
         ("loop", ".", ["contains the link itself"]),
     ]
 
-    @Test(arguments: 0..<TreeMirrorTests.refused.count)
-    func refusedLinkIsNamedWithItsTarget(index: Int) throws {
-        let (name, target, words) = Self.refused[index]
+    /// The links a build copy refuses as well: all of `refused` but the one to an existing
+    /// file outside the tree, plus a link to a folder outside the tree.
+    static let refusedForBuild: [(name: String, target: String, words: [String])] =
+        refused.filter { $0.name != "escape.c" } + [("outside", "../../outside_src", ["a folder", "not folders"])]
+
+    /// Refused links under both policies: a package (`.refuse`) and a build copy (`.copyFiles`).
+    static let refusalCases: [(policy: TreeMirror.OutsideLinks, index: Int)] =
+        refused.indices.map { (.refuse, $0) } + refusedForBuild.indices.map { (.copyFiles, $0) }
+
+    @Test(arguments: 0..<TreeMirrorTests.refusalCases.count)
+    func refusedLinkIsNamedWithItsTarget(caseIndex: Int) throws {
+        let (policy, index) = Self.refusalCases[caseIndex]
+        let (name, target, words) = policy == .refuse ? Self.refused[index] : Self.refusedForBuild[index]
         let (root, tree) = try Self.makeTree("mirror-refuse")
         defer { try? FileManager.default.removeItem(atPath: root) }
         try "int x;\n".write(toFile: "\(root)/outside.c", atomically: false, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: "\(root)/outside_src", withIntermediateDirectories: true)
         // In a folder of its own: through the `headers` alias the scan would meet it there first.
         try FileManager.default.createDirectory(atPath: "\(tree)/sub", withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: "\(tree)/sub/\(name)", withDestinationPath: target)
         do {
-            _ = try TreeMirror(scanning: tree)
-            Issue.record("\(name) -> \(target) was accepted")
+            _ = try TreeMirror(scanning: tree, outsideLinks: policy)
+            Issue.record("\(name) -> \(target) was accepted under \(policy)")
         } catch let error as UserError {
             #expect(error.kind == .usage)
             #expect(error.message.hasPrefix("\(tree)/sub/\(name): symbolic link to \(target)"), "\(error.message)")
             for word in words { #expect(error.message.contains(word), "\(error.message)") }
-            #expect(error.message.contains("replace the link") || error.message.contains("remove the link"))
+            #expect(error.message.contains("replace the link") || error.message.contains("remove the link")
+                || error.message.contains("link the files"))
         }
+    }
+
+    /// A build copy takes a file that a relative link reaches outside the tree, as
+    /// `make M=$PWD` in the tree would read it; a package still refuses that link.
+    @Test func buildCopyTakesAFileOutsideTheTreeAsAFile() throws {
+        let (root, tree) = try Self.makeTree("mirror-outside")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: "\(root)/outside_src", withIntermediateDirectories: true)
+        try "int extra;\n".write(toFile: "\(root)/outside_src/extra.c", atomically: false, encoding: .utf8)
+        try fm.createSymbolicLink(atPath: "\(tree)/extra.c", withDestinationPath: "../outside_src/extra.c")
+        #expect(throws: UserError.self) { try TreeMirror(scanning: tree) }
+        let mirror = try TreeMirror(scanning: tree, outsideLinks: .copyFiles)
+        try mirror.write(to: "\(root)/copy", method: .sync)
+        #expect(Self.files(under: "\(root)/copy")["extra.c"] == "file")
+        #expect(try String(contentsOfFile: "\(root)/copy/extra.c", encoding: .utf8) == "int extra;\n")
+    }
+
+    /// No file of a build copy shares an inode with the tree, and a hard link an older
+    /// nvbuild left in a build folder is replaced by a copy instead of being kept.
+    @Test func buildSyncNeverSharesAFileWithTheTree() throws {
+        let (root, tree) = try Self.makeTree("mirror-nolink")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: "\(root)/build", withIntermediateDirectories: true)
+        #expect(link("\(tree)/nvbuild_plain.c", "\(root)/build/nvbuild_plain.c") == 0)
+        let mirror = try TreeMirror(scanning: tree)
+        try mirror.write(to: "\(root)/build", method: .sync)
+        for entry in mirror.entries where entry.kind == .file {
+            var source = stat(), copy = stat()
+            #expect(stat(entry.source, &source) == 0 && stat("\(root)/build/\(entry.relativePath)", &copy) == 0)
+            #expect(source.st_ino != copy.st_ino, "\(entry.relativePath) shares the tree's inode")
+            #expect(source.st_size == copy.st_size && source.st_mtim.tv_sec == copy.st_mtim.tv_sec)
+            #expect(source.st_mode & 0o777 == copy.st_mode & 0o777)
+        }
+        // Writing the copy leaves the tree's file as it was.
+        let original = try Data(contentsOf: URL(fileURLWithPath: "\(tree)/nvbuild_plain.c"))
+        let handle = try #require(FileHandle(forWritingAtPath: "\(root)/build/nvbuild_plain.c"))
+        handle.seekToEndOfFile()
+        handle.write(Data("/* written in the copy */\n".utf8))
+        try handle.close()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(tree)/nvbuild_plain.c")) == original)
+        // A second sync keeps unchanged files and refreshes the one that changed.
+        var before = stat()
+        stat("\(root)/build/Kbuild", &before)
+        try mirror.write(to: "\(root)/build", method: .sync)
+        var after = stat()
+        stat("\(root)/build/Kbuild", &after)
+        #expect(before.st_ino == after.st_ino)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(root)/build/nvbuild_plain.c")) == original)
     }
 
     @Test func packageWithARefusedLinkWritesNothing() async throws {
