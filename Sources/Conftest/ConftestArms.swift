@@ -20,8 +20,18 @@ public struct ConftestArms: Sendable {
     }
 
     public var path: String
-    /// In script order, without the `*)` default.
-    public var arms: [Arm]
+    private var bytes: [UInt8]
+    /// The script's functions other than compile_test: normalised text, and the functions each calls.
+    private var helpers: [String: (text: String, calls: Set<String>)]
+    /// The first item naming each literal pattern, and the items with glob patterns, for lookup.
+    private var literal: [String: Int]
+    private var globbed: [Int]
+    /// The case items up to the default `*)` (items after it are never selected).
+    private var entries: [(patterns: [String], line: Int, body: Range<Int>)]
+
+    /// Every arm in script order, fingerprinted (the probe fingerprints only the arms of
+    /// the tests it runs, through `arm(for:)`).
+    public var arms: [Arm] { entries.map(arm) }
 
     /// Nil when the script has no `compile_test() { case "$1" in … esac }`: not shaped like
     /// NVIDIA's conftest.sh (the fixture's own script, other drivers), so there are no arms.
@@ -35,7 +45,27 @@ public struct ConftestArms: Sendable {
     /// The arm a test name selects, as the shell's `case` does: the first item with a
     /// matching pattern. Nil when only the default `*)` (or nothing) matches.
     public func arm(for test: String) -> Arm? {
-        arms.first { $0.patterns.contains { ShellPattern.matches($0, test) } }
+        var index = literal[test]
+        // A glob item before the literal one is what the shell selects.
+        for i in globbed where i < (index ?? Int.max) && entries[i].patterns.contains(where: { ShellPattern.matches($0, test) }) {
+            index = i
+            break
+        }
+        return index.map { arm(entries[$0]) }
+    }
+
+    private func arm(_ entry: (patterns: [String], line: Int, body: Range<Int>)) -> Arm {
+        var input = Self.normalise(bytes[entry.body])
+        var called = Set<String>()
+        var pending = Array(Self.identifiers(in: input).filter { helpers[$0] != nil })
+        while let name = pending.popLast() {
+            guard called.insert(name).inserted else { continue }
+            pending += helpers[name]!.calls
+        }
+        for name in called.sorted() {
+            input += "\n== \(name)()\n" + helpers[name]!.text
+        }
+        return Arm(patterns: entry.patterns, line: entry.line, normalised: input, fingerprint: Self.fingerprint(ofNormalised: input))
     }
 
     // MARK: - Structure
@@ -45,8 +75,7 @@ public struct ConftestArms: Sendable {
         guard let compileTest = functions["compile_test"] else { return nil }
         var s = ShellScanner(bytes, range: compileTest)
         guard s.skipTo(word: "case"), s.nextWord() == "\"$1\"" || s.lastWord == "$1", s.nextWord() == "in" else { return nil }
-        var arms: [Arm] = []
-        var helperCache: [String: String] = [:]
+        var entries: [(patterns: [String], line: Int, body: Range<Int>)] = []
         var counted = 0, line = 1
         func lineNumber(_ p: Int) -> Int {
             for i in counted..<p where bytes[i] == 0x0A { line += 1 }
@@ -64,47 +93,44 @@ public struct ConftestArms: Sendable {
                 throw UserError(.environment, "\(path):\(patternLine): a compile_test case item without ')'; not a conftest.sh nvbuild can read")
             }
             let body = s.armBody()
-            if patterns == ["*"] { continue }
-            let text = normalise(bytes[body])
-            var input = text
-            for helper in helpersCalled(by: text, functions: functions, bytes: bytes) {
-                if helperCache[helper] == nil, let range = functions[helper] {
-                    helperCache[helper] = normalise(bytes[range])
+            // The default: the shell never reaches the items after it.
+            if patterns.contains("*") { break }
+            entries.append((patterns, patternLine, body))
+        }
+        var helpers: [String: (text: String, calls: Set<String>)] = [:]
+        for (name, range) in functions where name != "compile_test" {
+            let text = normalise(bytes[range])
+            helpers[name] = (text, identifiers(in: text).filter { functions[$0] != nil && $0 != "compile_test" && $0 != name })
+        }
+        var literal: [String: Int] = [:]
+        var globbed: [Int] = []
+        for (i, entry) in entries.enumerated() {
+            for pattern in entry.patterns {
+                if pattern.contains(where: { "*?[\\\"'".contains($0) }) {
+                    if globbed.last != i { globbed.append(i) }
+                } else if literal[pattern] == nil {
+                    literal[pattern] = i
                 }
-                input += "\n== \(helper)()\n" + (helperCache[helper] ?? "")
-            }
-            arms.append(Arm(patterns: patterns, line: patternLine, normalised: input, fingerprint: fingerprint(ofNormalised: input)))
-        }
-        return ConftestArms(path: path, arms: arms)
-    }
-
-    /// The script's functions an arm calls, directly or through other functions, sorted:
-    /// their text is part of what the arm does (compile_check_conftest writes the file
-    /// and decides define/undef).
-    static func helpersCalled(by text: String, functions: [String: Range<Int>], bytes: [UInt8]) -> [String] {
-        var found = Set<String>()
-        var pending = [text]
-        while let t = pending.popLast() {
-            for word in identifiers(in: t) where word != "compile_test" && functions[word] != nil && !found.contains(word) {
-                found.insert(word)
-                pending.append(normalise(bytes[functions[word]!]))
             }
         }
-        return found.sorted()
+        return ConftestArms(path: path, bytes: bytes, helpers: helpers, literal: literal, globbed: globbed, entries: entries)
     }
 
-    private static func identifiers(in text: String) -> Set<String> {
+    /// The shell-identifier words of a text (to find the script's functions an arm calls:
+    /// their text is part of what the arm does, e.g. compile_check_conftest).
+    static func identifiers(in text: String) -> Set<String> {
         var result = Set<String>()
-        var current = ""
-        for c in text.unicodeScalars {
-            if CharacterSet.alphanumerics.contains(c) || c == "_" {
-                current.unicodeScalars.append(c)
-            } else if !current.isEmpty {
-                result.insert(current)
-                current = ""
+        var start: Int?
+        let utf8 = Array(text.utf8)
+        for (i, c) in utf8.enumerated() {
+            let word = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F
+            if word, start == nil { start = i }
+            if !word, let s = start {
+                result.insert(String(decoding: utf8[s..<i], as: UTF8.self))
+                start = nil
             }
         }
-        if !current.isEmpty { result.insert(current) }
+        if let s = start { result.insert(String(decoding: utf8[s...], as: UTF8.self)) }
         return result
     }
 

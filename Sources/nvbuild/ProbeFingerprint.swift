@@ -16,11 +16,20 @@ struct FingerprintProbe: AsyncParsableCommand {
     @Option(help: "The driver tree (its conftest.sh and Kbuild requests).") var tree: String
     @Flag(help: "Every arm of conftest.sh (its patterns), not only the tests the tree requests.") var all = false
     @Option(help: "Print the normalised text (what the fingerprint hashes) of this test's arm.") var show: String?
+    @Flag(help: "Print only the seconds that reading conftest.sh and fingerprinting the requested tests' arms take (what a probe adds).") var time = false
     @Option(help: "Add a column: the catalog definition this catalog chooses by test name and Releases: (the choice a parity run verified).") var byNameIn: String?
 
     func run() async throws {
         let path = URL(fileURLWithPath: tree).standardizedFileURL.path
         let script = path + "/conftest.sh"
+        if time {
+            let tests = try ConftestRequests.read(path: path).allTests
+            let start = Date()
+            let arms = try ConftestArms.read(path: script)
+            let found = tests.compactMap { arms?.arm(for: $0)?.fingerprint }.count
+            Terminal.out(String(format: "%.4f s: conftest.sh read, %d of %d requested tests' arms fingerprinted", Date().timeIntervalSince(start), found, tests.count))
+            return
+        }
         guard let arms = try ConftestArms.read(path: script) else {
             throw UserError(.environment, "\(script): has no compile_test case arms (not shaped like NVIDIA's conftest.sh); nothing to fingerprint")
         }
