@@ -106,7 +106,13 @@ public struct ConftestRequests: Sendable {
         }
 
         let script = path + "/conftest.sh"
-        let (headerList, headerTests) = try headerPresenceList(tree: path, kbuild: kbuild, script: script)
+        var (headerList, headerTests) = try headerPresenceList(tree: path, kbuild: kbuild, script: script)
+        if headerList.hasParts {
+            // headers.h is `cat $^` of one part per header: make lists a prerequisite once,
+            // so a header named twice (570.x names linux/pfn_t.h twice) gives one line.
+            var seen = Set<String>()
+            headerTests = headerTests.filter { seen.insert($0).inserted }
+        }
         let scriptReadable = fm.isReadableFile(atPath: script)
         if modules.isEmpty == false, requests.values.allSatisfy(\.isEmpty) {
             let fragments = modules.map { "\(path)/\($0)/\($0).Kbuild" }.joined(separator: ", ")

@@ -256,8 +256,9 @@ enum Scripts {
 
     /// 550.40 on: header-presence-tests.mk, included by the Kbuild.
     @Test func headerListInAnIncludedFile() throws {
+        // A header named twice is tested once: the Kbuild's `cat $^` lists each part once.
         let tree = try Self.read(["Kbuild": "# conftest\ninclude $(src)/header-presence-tests.mk\n",
-                                  "header-presence-tests.mk": "NV_HEADER_PRESENCE_TESTS = \\\n  asm/one.h \\\n  linux/two.h\n"])
+                                  "header-presence-tests.mk": "NV_HEADER_PRESENCE_TESTS = \\\n  asm/one.h \\\n  linux/two.h \\\n  asm/one.h\n"])
         #expect(tree.headerPresenceTests == ["asm/one.h", "linux/two.h"])
         guard case .includedFile(let path) = tree.headerList else { Issue.record("\(tree.headerList)"); return }
         #expect(path.hasSuffix("/header-presence-tests.mk") && tree.headerList.hasParts)
