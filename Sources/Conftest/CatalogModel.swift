@@ -11,6 +11,9 @@ public struct TestDefinition: Sendable, Equatable, Codable {
     public var files: [AuxiliaryFile]
     public var value: String?
     public var releases: ReleaseSet?
+    /// Fingerprints of the conftest.sh arms this definition was verified against
+    /// (`Upstream:`); with a tree's conftest.sh, the definition applies only to these.
+    public var upstream: [String] = []
     public var symversCandidates: [String]
     public var note: String
     /// Where the definition was read from, for messages.

@@ -37,11 +37,16 @@ public struct Catalog: Sendable {
     /// (conftest.sh answers any name of that shape): the part of the requested name
     /// that stands for `{symbol}` is substituted into the check and the macro.
     func templateDefinition(_ name: String, release: String?) -> TestDefinition? {
+        templateDefinitions(name).first { $0.releases?.contains(release ?? "") ?? true }
+    }
+
+    /// Every template definition whose shape `name` has, expanded for it.
+    func templateDefinitions(_ name: String) -> [TestDefinition] {
+        var result: [TestDefinition] = []
         for template in definitions where template.name.contains("{symbol}") {
             let parts = template.name.components(separatedBy: "{symbol}")
             guard parts.count == 2, name.hasPrefix(parts[0]), name.hasSuffix(parts[1]),
-                name.count > parts[0].count + parts[1].count,
-                template.releases?.contains(release ?? "") ?? true
+                name.count > parts[0].count + parts[1].count
             else { continue }
             let symbol = String(name.dropFirst(parts[0].count).dropLast(parts[1].count))
             var d = template
@@ -52,9 +57,14 @@ public struct Catalog: Sendable {
             case .exportGPL: d.check = .exportGPL(symbol: symbol)
             default: break
             }
-            return d
+            result.append(d)
         }
-        return nil
+        return result
+    }
+
+    /// Every definition that could answer `name`: those of its exact name, then templates.
+    public func candidates(_ name: String) -> [TestDefinition] {
+        (byName[name] ?? []).map { definitions[$0] } + templateDefinitions(name)
     }
 
     /// Reads every `*.conftest` file of a directory.
@@ -155,7 +165,7 @@ enum CatalogParser {
     }
 
     /// Fields a stanza may hold once; a second one would silently replace or be ignored.
-    static let singleValueFields: Set<String> = ["Test", "Includes", "Check", "Macro", "Code", "Value", "Releases", "Note"]
+    static let singleValueFields: Set<String> = ["Test", "Includes", "Check", "Macro", "Code", "Value", "Releases", "Upstream", "Note"]
 
     /// A repeated single-value field, reported at its second occurrence.
     static func rejectRepeatedFields(_ s: Stanza) throws {
@@ -170,7 +180,7 @@ enum CatalogParser {
     }
 
     static let knownTestFields: Set<String> = [
-        "Test", "Check", "Macro", "Include", "Code", "Probe", "Result", "File", "Value", "Releases", "Note", "Symvers",
+        "Test", "Check", "Macro", "Include", "Code", "Probe", "Result", "File", "Value", "Releases", "Upstream", "Note", "Symvers",
     ]
 
     static func parse(_ sources: [(file: String, text: String)]) throws -> Catalog {
@@ -200,6 +210,11 @@ enum CatalogParser {
             // depend on file order.
             if let other = byName[d.name]?.first(where: { ReleaseSet.overlap($0.releases, d.releases) }) {
                 throw CatalogError(location: d.location, message: "\(d.name): 'Releases: \(d.releases?.description ?? "(all)")' overlaps 'Releases: \(other.releases?.description ?? "(all)")' of the definition at \(other.location)")
+            }
+            // One arm must select one definition.
+            if let other = byName[d.name]?.first(where: { !Set($0.upstream).isDisjoint(with: d.upstream) }) {
+                let shared = Set(other.upstream).intersection(d.upstream).sorted()
+                throw CatalogError(location: d.location, message: "\(d.name): 'Upstream: \(shared.joined(separator: " "))' is also listed by the definition at \(other.location); an arm's fingerprint may select one definition only")
             }
             byName[d.name, default: []].append(d)
             definitions.append(d)
@@ -294,6 +309,14 @@ enum CatalogParser {
         }
         let files = s.all("File").map { TestDefinition.AuxiliaryFile(name: $0.argument, content: dedent($0.body) + "\n") }
         let releases = s.one("Releases").map { ReleaseSet(terms: $0.argument.split(separator: " ").map(String.init)) }
+        var upstream: [String] = []
+        if let field = s.one("Upstream") {
+            upstream = ([field.argument] + field.body).flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" }) }.map(String.init)
+            for fingerprint in upstream where fingerprint.count != 16 || !fingerprint.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) {
+                throw fail("\(name): 'Upstream: \(fingerprint)' is not a fingerprint (16 lower-case hex digits, as nvbuild probe fingerprint prints)", field.line)
+            }
+            guard !upstream.isEmpty else { throw fail("\(name): 'Upstream:' lists no fingerprint", field.line) }
+        }
         let symvers = s.all("Symvers").flatMap { ([$0.argument] + $0.body).map { $0.trimmingCharacters(in: .whitespaces) } }.filter { !$0.isEmpty }
 
         switch check {
@@ -311,7 +334,7 @@ enum CatalogParser {
         return TestDefinition(
             name: name, check: check, macros: macros, includes: includes, code: code, probes: probes,
             results: results, files: files, value: s.one("Value")?.argument, releases: releases,
-            symversCandidates: symvers, note: note, location: .init(file: s.file, line: s.line)
+            upstream: upstream, symversCandidates: symvers, note: note, location: .init(file: s.file, line: s.line)
         )
     }
 }

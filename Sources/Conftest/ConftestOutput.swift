@@ -19,10 +19,15 @@ public enum ConftestOutput {
     public static func files(for report: ProbeReport) -> [(path: String, content: String)] {
         let version = versionLine(utsRelease: report.utsRelease)
         var files: [(String, String)] = [("uts_release", version + "\n")]
-        for h in report.headerPresence {
-            files.append(("header_presence/\(h.header).part", h.line + "\n"))
+        if report.headerList.hasParts {
+            for h in report.headerPresence {
+                files.append(("header_presence/\(h.header).part", h.line + "\n"))
+            }
+            files.append(("headers.h", headersH(report.headerPresence, utsRelease: report.utsRelease)))
+        } else {
+            // Older Kbuilds write headers.h from one `conftest.sh test_kernel_headers` run.
+            files.append(("headers.h", report.headerPresence.map { $0.line + "\n" }.joined()))
         }
-        files.append(("headers.h", headersH(report.headerPresence, utsRelease: report.utsRelease)))
         var testLines: [String: [String]] = [:]
         for t in report.tests {
             testLines[t.name] = t.lines.map(\.text)

@@ -29,9 +29,11 @@ struct ConftestScriptDelegate {
     }
 
     /// The results of `names`; throws when conftest.sh fails for any (nothing else knows them).
-    func run(_ names: [String], presence: [ProbeReport.HeaderPresenceResult], utsRelease: String,
+    func run(_ tests: [(name: String, reason: Delegation, arm: ConftestArms.Arm?, candidates: [TestDefinition])],
+             presence: [ProbeReport.HeaderPresenceResult], utsRelease: String,
              progress: ProbeProgress) async throws -> [TestResult] {
-        guard !names.isEmpty else { return [] }
+        guard !tests.isEmpty else { return [] }
+        let names = tests.map(\.name)
         progress(.delegated, 0, names.count)
         let directory = try mirror(headersH: ConftestOutput.headersH(presence, utsRelease: utsRelease))
         // The tree's include paths point into the mirror, where conftest.sh writes its side files.
@@ -42,15 +44,19 @@ struct ConftestScriptDelegate {
         let base = ["/bin/sh", directory + "/conftest.sh", compiler.description, kernel.arch,
                     kernel.sourceDirectory, kernel.outputDirectory, "compile_tests", cflags]
         let script = script, environment = environment
-        let results = try await concurrentMap(names, limit: max(1, jobs)) { name in
+        let results = try await concurrentMap(tests, limit: max(1, jobs)) { test in
+            let name = test.name
             let command = base + [name]
             let out = try await ProcessRunner(environment: environment).run(command, workingDirectory: directory)
             let lines = out.standardOutput.split(separator: "\n").map { MacroLine(parsing: String($0)) }
-            return TestResult(name: name, origin: .delegated, lines: lines,
-                              reasoning: "not in the catalog: computed by \(script)",
-                              outcomes: [ProbeOutcome(probe: "conftest.sh", compiled: out.succeeded, diagnostics: out.standardError, command: command)],
-                              note: nil,
-                              suspicious: out.succeeded ? nil : .error("\(name): conftest.sh exited \(out.exitStatus): \(out.standardError.prefix(200))", file: script))
+            var result = TestResult(name: name, origin: .delegated, lines: lines,
+                                    reasoning: Self.reasoning(test.reason, arm: test.arm, candidates: test.candidates, script: script),
+                                    outcomes: [ProbeOutcome(probe: "conftest.sh", compiled: out.succeeded, diagnostics: out.standardError, command: command)],
+                                    note: nil,
+                                    suspicious: out.succeeded ? nil : .error("\(name): conftest.sh exited \(out.exitStatus): \(out.standardError.prefix(200))", file: script))
+            result.delegation = test.reason
+            result.upstreamArm = test.arm.map { .init($0) }
+            return result
         }
         let failed = results.filter { $0.outcomes.first?.compiled == false }
         if !failed.isEmpty {
@@ -58,6 +64,16 @@ struct ConftestScriptDelegate {
         }
         progress(.delegated, names.count, names.count)
         return results
+    }
+
+    static func reasoning(_ reason: Delegation, arm: ConftestArms.Arm?, candidates: [TestDefinition], script: String) -> String {
+        switch reason {
+        case .unknown:
+            return "not in the catalog: computed by \(script)"
+        case .changedUpstream:
+            let verified = candidates.map { "\($0.location) (Upstream: \($0.upstream.isEmpty ? "none" : $0.upstream.joined(separator: " ")))" }
+            return "changed upstream: the tree's arm (\(script):\(arm?.line ?? 0), fingerprint \(arm?.fingerprint ?? "?")) matches none of the catalog's definitions, verified against other arms: \(verified.joined(separator: "; ")); computed by \(script)"
+        }
     }
 
     /// conftest.sh works in its own directory and reads conftest/headers.h there: a directory

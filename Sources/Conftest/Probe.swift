@@ -20,6 +20,22 @@ public struct TestResult: Sendable, Equatable, Codable {
     public var note: String?
     /// Set when a failure looks unrelated to the feature (a missing header the test did not guard).
     public var suspicious: Diagnostic?
+    /// For delegated tests: why (not in the catalog, or changed upstream).
+    public var delegation: Delegation? = nil
+    /// The catalog definition used (catalog results).
+    public var definition: SourceLocation? = nil
+    /// The tree's conftest.sh arm of the test, when the catalog was matched by fingerprint.
+    public var upstreamArm: UpstreamArm? = nil
+
+    /// A conftest.sh arm as reports show it.
+    public struct UpstreamArm: Sendable, Equatable, Codable {
+        public var fingerprint: String
+        public var line: Int
+        public init(_ arm: ConftestArms.Arm) {
+            fingerprint = arm.fingerprint
+            line = arm.line
+        }
+    }
 }
 
 /// Everything a probe found, in a form the CLI prints and the writer writes.
@@ -27,10 +43,14 @@ public struct ProbeReport: Sendable, Codable {
     public var kernel: KernelTarget
     public var treePath: String
     public var driverVersion: String?
+    /// How catalog definitions were chosen (by conftest.sh arm fingerprints, or by name).
+    public var catalogMatching: CatalogMatching
     public var compiler: CompilerCommand
     public var flags: [String]
     public var sanity: [SanityResult]
     public var headerPresence: [HeaderPresenceResult]
+    /// Where the tree lists its headers; decides headers.h's shape.
+    public var headerList: ConftestRequests.HeaderList
     public var utsRelease: String
     public var tests: [TestResult]
     public var requests: [String: [String]]
@@ -59,6 +79,10 @@ public struct ProbeReport: Sendable, Codable {
     public func test(_ name: String) -> TestResult? { tests.first { $0.name == name } }
 
     public var delegated: [String] { tests.filter { $0.origin == .delegated }.map(\.name) }
+    /// Delegated because the catalog lacks them.
+    public var unknown: [String] { tests.filter { $0.delegation == .unknown }.map(\.name) }
+    /// Delegated because their conftest.sh arm matches no definition's `Upstream:`.
+    public var changedUpstream: [String] { tests.filter { $0.delegation == .changedUpstream }.map(\.name) }
 }
 
 public struct ProbeOptions: Sendable {
@@ -146,15 +170,15 @@ public enum Prober {
         var results = EvaluationStage(kernel: kernel, environment: env).results(plan.planned, outcomes: compiled.byTest)
         if let delegate = ConftestScriptDelegate(tree: options.tree, kernel: kernel, compiler: compiler, flags: flags,
                                                  environment: env, jobs: options.jobs, scratch: scratch) {
-            for r in try await delegate.run(plan.missing, presence: presence, utsRelease: uts, progress: progress) { results[r.name] = r }
+            for r in try await delegate.run(plan.delegated, presence: presence, utsRelease: uts, progress: progress) { results[r.name] = r }
         }
         cache?.flush()
 
         var requests: [String: [String]] = [:]
         for (header, list) in options.tree.requests { requests[header.rawValue] = list }
         return ProbeReport(
-            kernel: kernel, treePath: options.tree.path, driverVersion: options.tree.driverVersion,
-            compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, utsRelease: uts,
+            kernel: kernel, treePath: options.tree.path, driverVersion: options.tree.driverVersion, catalogMatching: plan.matching,
+            compiler: compiler, flags: flags, sanity: sanity, headerPresence: presence, headerList: options.tree.headerList, utsRelease: uts,
             tests: plan.requested.compactMap { results[$0] }, requests: requests, patchFiles: options.tree.patchFiles,
             seconds: clock.total, phaseSeconds: clock.phases, compiles: compiled.compiledCount, compilerRuns: runner.runs.value,
             cachedCompiles: compiled.cachedCount, unionCompiles: compiled.unionCount,

@@ -44,37 +44,63 @@ enum Toolchain {
     }
 }
 
-/// What the tree requests: catalog definitions and their compile units, and the names the
-/// catalog lacks (delegated to the tree's conftest.sh).
+/// What the tree requests: catalog definitions and their compile units, and the names to
+/// delegate to the tree's conftest.sh: those the catalog lacks (*unknown*) and those whose
+/// conftest.sh arm no definition was verified against (*changed upstream*).
 struct ProbePlan {
     var requested: [String]
-    var planned: [(name: String, definition: TestDefinition)] = []
-    var missing: [String] = []
+    var matching: CatalogMatching
+    var planned: [(name: String, definition: TestDefinition, arm: ConftestArms.Arm?)] = []
+    /// Every name to delegate, in request order, with its reason and arm.
+    var delegated: [(name: String, reason: Delegation, arm: ConftestArms.Arm?, candidates: [TestDefinition])] = []
+    /// Requested names conftest.sh has no arm for.
+    var withoutArm: [String] = []
     /// One per probe of each definition.
     var units: [CompileUnit] = []
+
+    var missing: [String] { delegated.map(\.name) }
 
     init(_ options: ProbeOptions) {
         requested = options.tree.allTests
         if let only = options.onlyTests { requested = requested.filter { only.contains($0) } }
+        let arms = options.tree.arms
+        if let arms {
+            matching = .fingerprints(script: arms.path)
+        } else if let script = options.tree.conftestScript {
+            matching = .names(reason: "\(script) has no compile_test case arms to fingerprint")
+        } else {
+            matching = .names(reason: "\(options.tree.path) has no conftest.sh")
+        }
         for name in requested {
-            if let def = options.catalog.definition(name, release: options.tree.driverVersion) {
-                planned.append((name, def))
+            switch options.catalog.choose(name, arms: arms, release: options.tree.driverVersion) {
+            case .definition(let def, let arm):
+                planned.append((name, def, arm))
                 for part in ProbeSource.units(of: def) {
                     units.append(CompileUnit(test: name, probe: part.name, includes: part.includes, body: part.body,
                                              files: def.files, shape: part.shape))
                 }
-            } else {
-                missing.append(name)
+            case .delegate(let reason, let arm, let candidates):
+                delegated.append((name, reason, arm, candidates))
+            case .noArm:
+                withoutArm.append(name)
             }
         }
     }
 
-    /// Fails when names the catalog lacks may not, or cannot, be delegated.
+    /// Fails when names may not, or cannot, be delegated.
     func requireDelegation(_ options: ProbeOptions) throws {
-        if options.strict && !missing.isEmpty {
-            throw UserError(.failed, "the catalog has no definition for \(missing.count) requested test(s): \(missing.joined(separator: ", ")) (--strict forbids delegating them to the tree's conftest.sh)")
+        if !withoutArm.isEmpty, let script = options.tree.conftestScript {
+            throw UserError(.failed, "\(script) has no case arm for \(withoutArm.joined(separator: ", ")), which the tree's Kbuild requests; its own conftest flow would stop with \"unknown conftest\" too (check --modules or the tree's Kbuild fragments)")
         }
-        if !missing.isEmpty && options.tree.conftestScript == nil {
+        let changed = delegated.filter { $0.reason == .changedUpstream }.map(\.name)
+        let unknown = delegated.filter { $0.reason == .unknown }.map(\.name)
+        if options.strict && !(changed.isEmpty && unknown.isEmpty) {
+            var parts: [String] = []
+            if !changed.isEmpty { parts.append("\(changed.count) changed upstream (their conftest.sh arms match no catalog definition's Upstream: fingerprints): \(changed.joined(separator: ", "))") }
+            if !unknown.isEmpty { parts.append("\(unknown.count) not in the catalog: \(unknown.joined(separator: ", "))") }
+            throw UserError(.failed, "--strict forbids delegating requested tests to the tree's conftest.sh: " + parts.joined(separator: "; "))
+        }
+        if !delegated.isEmpty && options.tree.conftestScript == nil {
             throw UserError(.failed, "the catalog has no definition for \(missing.joined(separator: ", ")) and \(options.tree.path) has no conftest.sh to delegate them to")
         }
     }
@@ -244,24 +270,27 @@ struct EvaluationStage {
     var kernel: KernelTarget
     var environment: [String: String]
 
-    func results(_ planned: [(name: String, definition: TestDefinition)], outcomes byTest: [String: [String: ProbeOutcome]]) -> [String: TestResult] {
+    func results(_ planned: [(name: String, definition: TestDefinition, arm: ConftestArms.Arm?)], outcomes byTest: [String: [String: ProbeOutcome]]) -> [String: TestResult] {
         let symversPaths = [kernel.moduleSymversPath] + ["/usr/src/nvidia/nvidia-public/Module.symvers"].filter { FileManager.default.fileExists(atPath: $0) }
         // Only entries naming a requested symbol matter; the kernel's list has ~30,000.
         var wanted = Set<String>()
-        for (_, def) in planned {
+        for (_, def, _) in planned {
             if case .exportPresent(let s) = def.check { wanted.insert(s) }
             if case .exportGPL(let s) = def.check { wanted.insert(s) }
         }
         let symvers = symversPaths.flatMap { ModuleSymvers.exports(naming: wanted, inFileAt: $0) }
         var results: [String: TestResult] = [:]
-        for (name, def) in planned {
+        for (name, def, arm) in planned {
             let testOutcomes = byTest[name] ?? [:]
             let verdict = Evaluation.verdict(for: def, outcomes: testOutcomes, symvers: symvers, environment: environment) { d in
                 Self.candidatePaths(d.symversCandidates, kernel: kernel)
             }
             let ordered = ProbeSource.probes(of: def).compactMap { testOutcomes[$0.name] }
-            results[name] = TestResult(name: name, origin: .catalog, lines: verdict.lines, reasoning: verdict.reasoning,
-                                       outcomes: ordered, note: def.note, suspicious: Self.suspiciousFailure(ordered, definition: def))
+            var result = TestResult(name: name, origin: .catalog, lines: verdict.lines, reasoning: verdict.reasoning,
+                                    outcomes: ordered, note: def.note, suspicious: Self.suspiciousFailure(ordered, definition: def))
+            result.definition = def.location
+            result.upstreamArm = arm.map { .init($0) }
+            results[name] = result
         }
         return results
     }

@@ -40,7 +40,8 @@ enum BuildHooks {
         var lines: [String] = []
         for identifier in identifiers where identifier.count > 2 {
             for test in report.tests {
-                guard let def = catalog.definition(test.name, release: report.driverVersion) else { continue }
+                // The definition the probe used (none for delegated tests).
+                guard let location = test.definition, let def = catalog.candidates(test.name).first(where: { $0.location == location }) else { continue }
                 let text = ([def.name, def.code ?? ""] + def.probes.map(\.code) + def.macros + ["\(def.check)"]).joined(separator: "\n")
                 guard text.contains(identifier) else { continue }
                 lines.append("conftest \(test.name) on \(report.kernel.release): \(test.lines.map(\.text).joined(separator: "; ")) — \(test.reasoning) (nvbuild probe explain \(test.name))")

@@ -11,9 +11,14 @@ struct ProbeCommand: AsyncParsableCommand {
         abstract: "Run the conftest checks a driver tree requests and write its conftest/ headers.",
         discussion: """
             Replaces the driver's conftest.sh and its Kbuild conftest phase: reads the tree's \
-            NV_CONFTEST_*_COMPILE_TESTS requests and header-presence-tests.mk, runs the sanity \
-            checks, the header-presence tests and every compile test (in parallel, cached), and \
-            writes conftest/ exactly as the tree's Kbuild would.
+            NV_CONFTEST_*_COMPILE_TESTS requests and its header-presence list (wherever the \
+            release keeps it), runs the sanity checks, the header-presence tests and every compile \
+            test (in parallel, cached), and writes conftest/ exactly as the tree's Kbuild would.
+
+            A catalog definition is used only for a test whose case arm in the tree's conftest.sh \
+            has a fingerprint the definition lists (Upstream:); other tests are delegated to that \
+            conftest.sh and reported as unknown or changed upstream. A tree without a conftest.sh \
+            arm table is matched by test name and Releases:, and the summary says so.
 
             Examples:
               nvbuild probe --tree kernel-open --kernel 6.12.117+deb12-amd64
@@ -21,7 +26,7 @@ struct ProbeCommand: AsyncParsableCommand {
               nvbuild probe diff --tree kernel-open --kernel 6.1.0-56-amd64 --kernel 6.12.117+deb12-amd64
               nvbuild probe list --json
             """,
-        subcommands: [RunProbe.self, ExplainProbe.self, ListCatalog.self, DiffProbe.self],
+        subcommands: [RunProbe.self, ExplainProbe.self, ListCatalog.self, DiffProbe.self, FingerprintProbe.self],
         defaultSubcommand: RunProbe.self
     )
 }
@@ -48,7 +53,7 @@ struct ProbeOptionsGroup: ParsableArguments {
     @Flag(help: ArgumentHelp("Compile every probe in its own translation unit (no grouping), as conftest.sh does.", visibility: .hidden))
     var noGrouping = false
 
-    @Flag(help: "Fail if the tree requests a test the catalog lacks instead of delegating it to the tree's conftest.sh.")
+    @Flag(help: "Fail instead of delegating a test to the tree's conftest.sh: one the catalog lacks, or one whose conftest.sh arm changed upstream (matches no definition's Upstream: fingerprint).")
     var strict = false
 
     var settings: ProbeSettings {
@@ -173,12 +178,20 @@ enum ProbeSummary {
             }
         }
         let delegated = report.delegated
+        let unknown = report.unknown, changed = report.changedUpstream
         let seconds = String(format: "%.2f", report.seconds)
         // Rejected entries are named only when there are some: they mean a damaged or cross-copied cache.
         let rejected = report.cacheRejected > 0 ? ", \(report.cacheRejected) rejected cache entr\(report.cacheRejected == 1 ? "y" : "ies") recomputed" : ""
-        Terminal.out("probe \(report.kernel.release): \(report.tests.count) tests, \(report.headerPresence.count) headers: \(defined) defined, \(undefined) undefined, \(delegated.count) delegated; \(report.compiles) compiled, \(report.cachedCompiles) from cache\(rejected); \(seconds) s → \(destination)")
-        if !delegated.isEmpty {
-            Terminal.warning("delegated to the tree's conftest.sh (not in the catalog): \(delegated.joined(separator: ", "))")
+        let split = delegated.isEmpty ? "" : " (\(unknown.count) unknown, \(changed.count) changed upstream)"
+        Terminal.out("probe \(report.kernel.release): \(report.tests.count) tests, \(report.headerPresence.count) headers: \(defined) defined, \(undefined) undefined, \(delegated.count) delegated\(split); \(report.compiles) compiled, \(report.cachedCompiles) from cache\(rejected); \(seconds) s → \(destination)")
+        if case .names = report.catalogMatching {
+            Terminal.note(report.catalogMatching.description)
+        }
+        if !changed.isEmpty {
+            Terminal.warning("changed upstream, delegated to the tree's conftest.sh (their arms match no catalog definition's Upstream: fingerprints): \(changed.joined(separator: ", "))")
+        }
+        if !unknown.isEmpty {
+            Terminal.warning("delegated to the tree's conftest.sh (not in the catalog): \(unknown.joined(separator: ", "))")
         }
         for t in report.tests {
             if let s = t.suspicious { Terminal.report(s) }

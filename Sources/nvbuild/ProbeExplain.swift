@@ -24,6 +24,8 @@ struct ExplainProbe: AsyncParsableCommand {
         let testName: String
         if base.tree.allTests.contains(name) {
             testName = name
+        } else if let test = base.tree.allTests.first(where: { catalog.choose($0, arms: base.tree.arms, release: release).definition?.macros.contains(name) ?? false }) {
+            testName = test
         } else if let def = catalog.definitions.first(where: { $0.macros.contains(name) && ($0.releases?.contains(release ?? "") ?? true) }) {
             testName = def.name
         } else {
@@ -38,15 +40,25 @@ struct ExplainProbe: AsyncParsableCommand {
         guard let result = report.test(testName) else {
             throw UserError(.usage, "\(testName) is not requested by \(base.tree.path)")
         }
-        let definition = catalog.definition(testName, release: release)
+        let definition = catalog.choose(testName, arms: base.tree.arms, release: release).definition
         if json {
-            try Terminal.json(Explanation(test: result, definition: definition, kernel: target.release))
+            try Terminal.json(Explanation(test: result, definition: definition, kernel: target.release, catalogMatching: report.catalogMatching))
             return
         }
         Terminal.out(Terminal.styled("\(testName)", .bold) + " on \(target.release)" + (definition.map { " — \($0.location)" } ?? ""))
         if let definition {
             Terminal.out("  pattern: \(definition.check.patternName)   macros: \(definition.macros.joined(separator: " "))")
             Terminal.out("  note:    \(definition.note)")
+        }
+        switch (result.delegation, result.upstreamArm) {
+        case (.changedUpstream?, let arm):
+            Terminal.out("  origin:  changed upstream — delegated to the tree's conftest.sh (its arm, fingerprint \(arm?.fingerprint ?? "?"), matches no definition's Upstream:)")
+        case (.unknown?, _):
+            Terminal.out("  origin:  unknown — not in the catalog, delegated to the tree's conftest.sh")
+        case (nil, let arm?):
+            Terminal.out("  origin:  catalog — the tree's conftest.sh arm (line \(arm.line), fingerprint \(arm.fingerprint)) is one the definition was verified against")
+        case (nil, nil):
+            Terminal.out("  origin:  catalog — \(report.catalogMatching.description)")
         }
         Terminal.out("  result:  \(result.lines.map(\.text).joined(separator: "; "))")
         Terminal.out("  why:     \(result.reasoning)")
@@ -80,6 +92,7 @@ struct ExplainProbe: AsyncParsableCommand {
         var test: TestResult
         var definition: TestDefinition?
         var kernel: String
+        var catalogMatching: CatalogMatching
     }
 }
 

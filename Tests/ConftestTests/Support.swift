@@ -10,6 +10,9 @@ enum Repo {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
     static let catalogDirectory = root + "/conftest"
     static let fixtureTree = root + "/Tests/Fixtures/kernel-open"
+    /// A tree whose conftest.sh has NVIDIA's shape, and the catalog verified against its arms.
+    static let armsTree = root + "/Tests/Fixtures/arms-tree"
+    static let armsCatalog = root + "/Tests/Fixtures/arms-catalog"
 
     static func catalog() throws -> Catalog { try Catalog.load(directory: catalogDirectory) }
 
