@@ -54,7 +54,10 @@ extension LoadPlan: Codable {
 }
 
 extension ModuleTree {
-    static let lookupRemedy = "check the name, or pass the module file's path"
+    /// A name the indexes do not know fails the plan: either the name is wrong or the
+    /// indexes do not describe the tree (stale, or damaged in a way the structure check
+    /// cannot see).
+    static let lookupRemedy = "check the name, or pass the module file's path; if the module is installed, rewrite the indexes with depmod"
 
     /// Resolves arguments (names, aliases, module files) to module files in
     /// load order. With `dependencies`, each argument brings its dependencies
@@ -69,7 +72,7 @@ extension ModuleTree {
             for listing in dependencyListings(for: arguments) {
                 for diagnostic in listing.diagnostics where !plan.problems.contains(diagnostic) { plan.problems.append(diagnostic) }
                 if let error = listing.error, !listing.diagnostics.contains(where: { $0.severity == .error }) {
-                    plan.problems.append(.warning(error, remedy: Self.lookupRemedy))
+                    plan.problems.append(.error(error, remedy: Self.lookupRemedy))
                 }
                 for action in listing.actions {
                     switch action.kind {
@@ -109,7 +112,7 @@ extension ModuleTree {
                 } else if let last = listing.actions.last, last.kind == .builtin {
                     plan.builtin.append(last.module)
                 } else if !listing.diagnostics.contains(where: { $0.severity == .error }) {
-                    plan.problems.append(listing.error.map { .warning($0, remedy: Self.lookupRemedy) } ?? .warning("\(argument): nothing to load"))
+                    plan.problems.append(listing.error.map { .error($0, remedy: Self.lookupRemedy) } ?? .warning("\(argument): nothing to load"))
                 }
             }
         }

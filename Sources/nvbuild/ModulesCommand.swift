@@ -138,11 +138,12 @@ struct LoadOptions: ParsableArguments {
             for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
             for result in report.results {
                 let verdict = result.loads ? Terminal.styled("loads", .green) : Terminal.styled("fails", .red)
-                var line = "\(result.module): \(verdict)"
+                // Module names and kernel messages come from the module's own bytes.
+                var line = "\(Terminal.escaped(result.module)): \(verdict)"
                 if !result.loads { line += " (\(result.errnoName))" }
                 Terminal.out(line)
-                for message in result.messages { Terminal.out("  kernel: \(message)") }
-                for note in result.notes { Terminal.out("  note: \(note.message)\(note.remedySuffix)") }
+                for message in result.messages { Terminal.out("  kernel: \(Terminal.escaped(message))") }
+                for note in result.notes { Terminal.out("  note: \(Terminal.escaped(note.message + note.remedySuffix))") }
             }
         }
         if !report.allLoad { throw ExitCode(1) }
