@@ -115,7 +115,11 @@ public enum DKMSPackager {
         }
         // The tree's own dkms.conf is replaced by the rendered one. Scanned before
         // anything is written, so a refused symlink leaves no output folder.
-        let sources = try TreeMirror(scanning: tree.path, excludingTopLevel: ["dkms.conf"])
+        let sources = try TreeMirror(scanning: tree.path, excludingTopLevel: ["dkms.conf"], binaryCores: Set(tree.binaryCores))
+        // A core the Kbuild links but the tree lacks would fail only in the user's DKMS build.
+        for core in tree.binaryCores where !sources.entries.contains(where: { $0.relativePath == core && $0.kind == .file }) {
+            throw UserError(.failed, "\(tree.path)/\(core): missing; the tree's Kbuild links this binary core into its module, so a package without it cannot build (build NVIDIA's full tree first — `make` at the top of open-gpu-kernel-modules — or package a tree that holds the core)")
+        }
         let fm = FileManager.default
         let createdOutputRoot = !fm.fileExists(atPath: outputRoot)
         do {

@@ -130,7 +130,7 @@ public struct KbuildBuilder: Sendable {
         progress?(BuildProgress(label: request.label, phase: .preparing, compiledObjects: 0, lastItem: nil))
         do {
             // Scanned before anything is written: a refused symlink leaves no build folder behind.
-            let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles)
+            let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles, binaryCores: Set(request.tree.binaryCores))
             try FileManager.default.createDirectory(atPath: request.directory, withIntermediateDirectories: true)
             if FileManager.default.fileExists(atPath: request.incompleteMarker) {
                 try? FileManager.default.removeItem(atPath: request.buildTree)

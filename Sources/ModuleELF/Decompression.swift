@@ -29,10 +29,10 @@ enum Decompressor {
     /// a module signature appended after compressing before they get here: that one is
     /// read, and reported as outside what the kernel checks.
     static func checkNothingFollows(
-        _ input: UnsafeRawBufferPointer, consumed: Int, format: ModuleCompression, path: String
+        _ input: UnsafeRawBufferPointer, consumed: Int, format: ModuleCompression, path: String, allowed: Int = 0
     ) throws(ModuleReadError) {
         let rest = input.count - consumed
-        guard rest > 0 else { return }
+        guard rest > allowed else { return }
         // xz allows stream padding: NUL bytes in multiples of four.
         if format == .xz, rest % 4 == 0, UnsafeRawBufferPointer(rebasing: input[consumed...]).allSatisfy({ $0 == 0 }) { return }
         throw ModuleReadError(
@@ -40,14 +40,16 @@ enum Decompressor {
             .decompression(format: format, detail: "\(rest) byte\(rest == 1 ? "" : "s") of trailing data after the end of the stream (at offset \(consumed)); recompress the module"))
     }
 
+    /// `trailingBytesAllowed` is for a kernel image's payload, which the kernel's build
+    /// follows with the 4-byte decompressed size (size_append); modules allow none.
     static func decompress(
-        _ input: UnsafeRawBufferPointer, format: ModuleCompression, path: String
+        _ input: UnsafeRawBufferPointer, format: ModuleCompression, path: String, trailingBytesAllowed: Int = 0
     ) throws(ModuleReadError) -> ModuleBytes {
         switch format {
         case .none: preconditionFailure("nothing to decompress")
-        case .xz: return try xz(input, path: path)
-        case .zstd: return try zstd(input, path: path)
-        case .gzip: return try gzip(input, path: path)
+        case .xz: return try xz(input, path: path, trailingBytesAllowed: trailingBytesAllowed)
+        case .zstd: return try zstd(input, path: path, trailingBytesAllowed: trailingBytesAllowed)
+        case .gzip: return try gzip(input, path: path, trailingBytesAllowed: trailingBytesAllowed)
         }
     }
 
@@ -73,7 +75,7 @@ enum Decompressor {
         return size > UInt64(maximumDecompressedSize) ? maximumDecompressedSize : Int(size)
     }
 
-    private static func xz(_ input: UnsafeRawBufferPointer, path: String) throws(ModuleReadError) -> ModuleBytes {
+    private static func xz(_ input: UnsafeRawBufferPointer, path: String, trailingBytesAllowed: Int) throws(ModuleReadError) -> ModuleBytes {
         var stream = lzma_stream()
         guard lzma_stream_decoder(&stream, 1 << 28, 0) == LZMA_OK else {
             throw ModuleReadError(path: path, .decompression(format: .xz, detail: "decoder initialisation failed"))
@@ -95,7 +97,7 @@ enum Decompressor {
             output.used += before - stream.avail_out
             if status == LZMA_STREAM_END {
                 do {
-                    try checkNothingFollows(input, consumed: input.count - stream.avail_in, format: .xz, path: path)
+                    try checkNothingFollows(input, consumed: input.count - stream.avail_in, format: .xz, path: path, allowed: trailingBytesAllowed)
                 } catch {
                     output.discard()
                     throw error
@@ -123,7 +125,7 @@ enum Decompressor {
         }
     }
 
-    private static func zstd(_ input: UnsafeRawBufferPointer, path: String) throws(ModuleReadError) -> ModuleBytes {
+    private static func zstd(_ input: UnsafeRawBufferPointer, path: String, trailingBytesAllowed: Int) throws(ModuleReadError) -> ModuleBytes {
         let declared = ZSTD_getFrameContentSize(input.baseAddress, input.count)
         let hint = declared >= UInt64(maximumDecompressedSize) ? input.count * 4 : Int(declared)
         guard let context = ZSTD_createDStream() else {
@@ -148,7 +150,7 @@ enum Decompressor {
             }
             if status == 0 {
                 do {
-                    try checkNothingFollows(input, consumed: source.pos, format: .zstd, path: path)
+                    try checkNothingFollows(input, consumed: source.pos, format: .zstd, path: path, allowed: trailingBytesAllowed)
                 } catch {
                     output.discard()
                     throw error
@@ -162,7 +164,7 @@ enum Decompressor {
         }
     }
 
-    private static func gzip(_ input: UnsafeRawBufferPointer, path: String) throws(ModuleReadError) -> ModuleBytes {
+    private static func gzip(_ input: UnsafeRawBufferPointer, path: String, trailingBytesAllowed: Int) throws(ModuleReadError) -> ModuleBytes {
         var stream = z_stream()
         // 16 + 15: a gzip wrapper around a 32 KiB window.
         guard inflateInit2_(&stream, 16 + 15, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
@@ -197,7 +199,7 @@ enum Decompressor {
             output.used += produced
             if status == Z_STREAM_END {
                 do {
-                    try checkNothingFollows(input, consumed: input.count - remaining, format: .gzip, path: path)
+                    try checkNothingFollows(input, consumed: input.count - remaining, format: .gzip, path: path, allowed: trailingBytesAllowed)
                 } catch {
                     output.discard()
                     throw error

@@ -40,7 +40,8 @@ enum KernelImageCertificates {
                 return .failure(ModuleReadError(path: path, .malformed("the kernel payload is compressed in a format other than xz, zstd or gzip")))
             }
             do throws(ModuleReadError) {
-                return .success(try Decompressor.decompress(payload, format: format, path: path))
+                // The kernel's build appends the decompressed size (4 bytes) after the stream.
+                return .success(try Decompressor.decompress(payload, format: format, path: path, trailingBytesAllowed: 4))
             } catch {
                 return .failure(error)
             }

@@ -38,14 +38,34 @@ public struct DriverTree: Sendable, Equatable, Codable {
     /// The tree's build runs a PREEMPT_RT sanity check that rejects RT kernels.
     public var rejectsPreemptRT: Bool
 
+    /// Prebuilt objects the Kbuild files link into modules (`$(src)/nvidia/nv-kernel.o_binary`),
+    /// relative to the tree: NVIDIA's binary cores, built by its full tree's make.
+    public var binaryCores: [String]
+
     public var moduleNames: [String] { modules.map(\.name) }
 
-    public init(path: String, style: Style, modules: [ModuleSpec], requestsConftest: Bool, rejectsPreemptRT: Bool) {
+    public init(path: String, style: Style, modules: [ModuleSpec], requestsConftest: Bool, rejectsPreemptRT: Bool,
+                binaryCores: [String] = []) {
         self.path = path
         self.style = style
         self.modules = modules
         self.requestsConftest = requestsConftest
         self.rejectsPreemptRT = rejectsPreemptRT
+        self.binaryCores = binaryCores
+    }
+
+    /// `$(src)/PATH.o_binary` words outside comments: the Kbuild's binary objects.
+    static func binaryCores(in text: String) -> [String] {
+        var cores: [String] = []
+        for line in MakeSyntax.logicalLines(text) {
+            let code = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            for word in code.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "=" || $0 == ":" }) where word.hasSuffix(".o_binary") {
+                guard word.hasPrefix("$(src)/") else { continue }
+                let relative = String(word.dropFirst("$(src)/".count))
+                if !relative.contains("$"), !relative.contains(".."), !cores.contains(relative) { cores.append(relative) }
+            }
+        }
+        return cores
     }
 
     public static func load(path: String) throws -> DriverTree {
@@ -101,7 +121,8 @@ public struct DriverTree: Sendable, Equatable, Codable {
         let requests = allText.contains("NV_CONFTEST_") || FileManager.default.fileExists(atPath: root + "/conftest.sh")
         return DriverTree(
             path: root, style: .nvidia, modules: modules,
-            requestsConftest: requests, rejectsPreemptRT: allText.contains("preempt_rt_sanity_check"))
+            requestsConftest: requests, rejectsPreemptRT: allText.contains("preempt_rt_sanity_check"),
+            binaryCores: binaryCores(in: allText))
     }
 
     private static func collectPlain(root: String, directory: String, into modules: inout [ModuleSpec], depth: Int) throws {

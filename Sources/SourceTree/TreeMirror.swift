@@ -46,13 +46,21 @@ public struct TreeMirror: Sendable {
 
     /// Walks `path`, leaving out build products and the top-level names in
     /// `excludingTopLevel` (a package's own dkms.conf), and resolving symlinks.
-    public init(scanning path: String, excludingTopLevel: Set<String> = [], outsideLinks: OutsideLinks = .refuse) throws {
+    /// Relative paths of prebuilt binary objects the tree's Kbuild links into its modules
+    /// (NVIDIA's `nvidia/nv-kernel.o_binary`): NVIDIA's top-level make leaves them as links
+    /// into its `src/…/_out` folders, outside `kernel-open/`. Such a link is copied from its
+    /// target, whatever the outside-link rule; a dangling one is refused with the remedy.
+    public var binaryCores: Set<String>
+
+    public init(scanning path: String, excludingTopLevel: Set<String> = [], outsideLinks: OutsideLinks = .refuse,
+                binaryCores: Set<String> = []) throws {
         guard let real = Self.realPath(path) else {
             throw UserError(.usage, "\(path): cannot read the tree: \(String(cString: strerror(errno)))")
         }
         root = real
         entries = []
         self.outsideLinks = outsideLinks
+        self.binaryCores = binaryCores
         try scan(directory: real, relative: "", ancestors: [real], excluding: excludingTopLevel)
     }
 
@@ -115,7 +123,7 @@ public struct TreeMirror: Sendable {
             if type == S_IFDIR {
                 if ancestors.contains(source) {
                     let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? source
-                    throw UserError(.usage, "\(root)/\(rel): symbolic link to \(target) points at a folder that contains the link itself, so copying it would never end; remove the link")
+                    throw UserError(.failed, "\(root)/\(rel): symbolic link to \(target) points at a folder that contains the link itself, so copying it would never end; remove the link")
                 }
                 entries.append(Entry(relativePath: rel, kind: .directory, source: source))
                 try scan(directory: source, relative: rel, ancestors: ancestors + [source], excluding: excluding)
@@ -131,19 +139,26 @@ public struct TreeMirror: Sendable {
         let link = "\(root)/\(rel)"
         let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "?"
         let remedy = "replace the link with a copy of the file it should provide, or remove it"
+        if binaryCores.contains(rel) {
+            var st = stat()
+            guard let resolved = Self.realPath(path), stat(resolved, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+                throw UserError(.failed, "\(link): symbolic link to \(target), which does not exist; it is the binary core the tree's Kbuild links into its module (build NVIDIA's full tree first — `make` at the top of open-gpu-kernel-modules — so the core exists, or copy the core there)")
+            }
+            return resolved
+        }
         if target.hasPrefix("/") {
-            throw UserError(.usage, "\(link): symbolic link to \(target), an absolute path, which names a place on this machine rather than a file in the tree; nvbuild copies only links that resolve inside \(root) (\(remedy))")
+            throw UserError(.failed, "\(link): symbolic link to \(target), an absolute path, which names a place on this machine rather than a file in the tree; nvbuild copies only links that resolve inside \(root) (\(remedy))")
         }
         guard let resolved = Self.realPath(path) else {
-            throw UserError(.usage, "\(link): symbolic link to \(target), which does not exist (a dangling link); nvbuild copies only links that resolve inside \(root) (\(remedy))")
+            throw UserError(.failed, "\(link): symbolic link to \(target), which does not exist (a dangling link); nvbuild copies only links that resolve inside \(root) (\(remedy))")
         }
         guard resolved.hasPrefix(root + "/") else {
             guard case .copyFiles = outsideLinks else {
-                throw UserError(.usage, "\(link): symbolic link to \(target), which resolves to \(resolved), outside the tree \(root); a package holds only links that resolve inside the tree (\(remedy))")
+                throw UserError(.failed, "\(link): symbolic link to \(target), which resolves to \(resolved), outside the tree \(root); a package holds only links that resolve inside the tree (\(remedy))")
             }
             var st = stat()
             guard stat(resolved, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
-                throw UserError(.usage, "\(link): symbolic link to \(target), which resolves to \(resolved), a folder (or special file) outside the tree \(root); a build copy takes single files from outside the tree, not folders (link the files the build needs, or move the folder into the tree)")
+                throw UserError(.failed, "\(link): symbolic link to \(target), which resolves to \(resolved), a folder (or special file) outside the tree \(root); a build copy takes single files from outside the tree, not folders (link the files the build needs, or move the folder into the tree)")
             }
             return resolved
         }

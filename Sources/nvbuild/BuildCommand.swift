@@ -22,7 +22,9 @@ struct BuildCommand: AsyncParsableCommand {
             A symlink that resolves inside the tree, or a relative one to a file outside it (as \
             `make M=$PWD` in the tree would read it), is copied as the file it points to; a \
             dangling one, an absolute one or one to a folder outside the tree stops the build \
-            before it starts (exit 2). `dkms package` refuses every link leaving the tree.
+            before it starts (exit 1). A binary core the Kbuild links (NVIDIA's \
+            nvidia/nv-kernel.o_binary, a link into the full tree's src/…/_out) is copied from its \
+            target. `dkms package` refuses every other link leaving the tree.
 
             Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
               BUILD_DIR/<release>/build.log   full make output for that kernel
@@ -84,8 +86,8 @@ struct BuildCommand: AsyncParsableCommand {
             }
         }
         // The per-kernel copies refuse the same links; checking once here makes a tree
-        // that cannot be copied a usage error (exit 2) before any kernel is tried.
-        _ = try TreeMirror(scanning: driverTree.path, outsideLinks: .copyFiles)
+        // that cannot be copied a failure (exit 1) before any kernel is tried.
+        _ = try TreeMirror(scanning: driverTree.path, outsideLinks: .copyFiles, binaryCores: Set(driverTree.binaryCores))
         let targets = try resolveTargets(tree: driverTree)
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"

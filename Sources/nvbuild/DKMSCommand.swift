@@ -21,9 +21,11 @@ struct DKMSPackageCommand: AsyncParsableCommand {
             --template uses another file) with one BUILT_MODULE_NAME/BUILT_MODULE_LOCATION/\
             DEST_MODULE_LOCATION record per module the tree's Kbuild files add to obj-m, \
             and is linted before anything is written. The output folder appears whole or not at all. \
-            The sources are copied as for `nvbuild build`: no build products, symlinks inside the \
-            tree copied as the files they point to, and a dangling, absolute or tree-leaving \
-            symlink refused (exit 2) before anything is written. MAKE[0] runs make with DKMS's own \
+            The sources are copied without build products or VCS files; symlinks inside the \
+            tree are copied as the files they point to, a binary core the Kbuild links (NVIDIA's \
+            nv-kernel.o_binary) from its target, and a dangling, absolute or tree-leaving \
+            symlink is refused (exit 1) before anything is written, as is a missing binary core \
+            or a BUILT_MODULE_LOCATION the package would lack. --json lists the manifest. MAKE[0] runs make with DKMS's own \
             ${parallel_jobs} (dkms -j, else the CPU count of the machine that builds it) unless \
             --jobs fixes a count. With SOURCE_DATE_EPOCH set, the folder and the tarball are \
             reproducible: the same bytes on every run and machine.

@@ -1,3 +1,4 @@
+import NVBuildSupport
 import DKMS
 import Foundation
 import SourceTree
@@ -110,6 +111,56 @@ struct PackageTests {
             #expect((attributes[.size] as? NSNumber)?.intValue == file.size)
             #expect((attributes[.posixPermissions] as? NSNumber).map { String($0.intValue, radix: 8) } == file.mode)
         }
+    }
+
+    /// NVIDIA's top-level make leaves kernel-open/nvidia/nv-kernel.o_binary as a link into
+    /// src/nvidia/_out: the Kbuild links that core into the module, so the package carries
+    /// it as a file copied from the link's target; a dangling or missing core is refused.
+    @Test func binaryCoreLinksAreCopiedFromTheirTarget() async throws {
+        let root = try Fixtures.temporaryDirectory("pkg-core")
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        let treePath = "\(root)/kernel-open"
+        try fm.copyItem(atPath: "\(Fixtures.root)/kernel-open", toPath: treePath)
+        let fragment = "\(treePath)/nvfixture/nvfixture.Kbuild"
+        let kbuild = try String(contentsOfFile: fragment, encoding: .utf8)
+        try (kbuild + "\nNVFIXTURE_BINARY_OBJECT := $(src)/nvfixture/nv-kernel.o_binary\n").write(toFile: fragment, atomically: true, encoding: .utf8)
+        try fm.createDirectory(atPath: "\(root)/src/nvidia/_out", withIntermediateDirectories: true)
+        let core = Data((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        try core.write(to: URL(fileURLWithPath: "\(root)/src/nvidia/_out/nv-kernel.o"))
+        try fm.createSymbolicLink(atPath: "\(treePath)/nvfixture/nv-kernel.o_binary", withDestinationPath: "../../src/nvidia/_out/nv-kernel.o")
+
+        let tree = try DriverTree.load(path: treePath)
+        #expect(tree.binaryCores == ["nvfixture/nv-kernel.o_binary"])
+        let spec = DKMSPackageSpec(name: "nvfixture", version: "1.0", tree: tree)
+        let result = try await DKMSPackager.package(tree: tree, spec: spec, outputRoot: "\(root)/out")
+        let packaged = "\(result.directory)/nvfixture/nv-kernel.o_binary"
+        #expect((try fm.attributesOfItem(atPath: packaged)[.type] as? FileAttributeType) == .typeRegular)
+        #expect(fm.contents(atPath: packaged) == core)
+        let links = try await Fixtures.run(["find", result.directory, "-type", "l"])
+        #expect(links.standardOutput.isEmpty, "links in the package: \(links.standardOutput)")
+        #expect(result.manifest.contains { $0.path == "nvfixture/nv-kernel.o_binary" && $0.size == core.count })
+
+        // The full tree was not built: the link dangles.
+        try fm.removeItem(atPath: "\(root)/src/nvidia/_out/nv-kernel.o")
+        do {
+            _ = try await DKMSPackager.package(tree: tree, spec: spec, outputRoot: "\(root)/out2")
+            Issue.record("a package was written with a dangling binary core")
+        } catch let error as UserError {
+            #expect(error.kind == .failed)
+            #expect(error.message.hasPrefix("\(treePath)/nvfixture/nv-kernel.o_binary: symbolic link to ../../src/nvidia/_out/nv-kernel.o, which does not exist"), "\(error.message)")
+            #expect(error.message.contains("full tree"))
+        }
+        // No core at all.
+        try fm.removeItem(atPath: "\(treePath)/nvfixture/nv-kernel.o_binary")
+        do {
+            _ = try await DKMSPackager.package(tree: tree, spec: spec, outputRoot: "\(root)/out3")
+            Issue.record("a package was written without its binary core")
+        } catch let error as UserError {
+            #expect(error.kind == .failed)
+            #expect(error.message.hasPrefix("\(treePath)/nvfixture/nv-kernel.o_binary: missing"), "\(error.message)")
+        }
+        #expect(!fm.fileExists(atPath: "\(root)/out2/nvfixture-1.0") && !fm.fileExists(atPath: "\(root)/out3/nvfixture-1.0"))
     }
 
     /// With SOURCE_DATE_EPOCH two packagings give the same bytes, though the second runs
