@@ -15,11 +15,15 @@ public struct BuildRequest: Sendable {
     public var modules: [String]?
     public var compiler: String?
     public var verbose: Bool
+    /// Files the build copy takes from elsewhere, by tree-relative path: the binary cores
+    /// `CoreBuilder` built from a full tree.
+    public var providedFiles: [String: String]
 
     public init(
         tree: DriverTree, kernel: KernelTarget, label: String? = nil, buildRoot: String, jobs: Int,
-        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false
+        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false, providedFiles: [String: String] = [:]
     ) {
+        self.providedFiles = providedFiles
         self.tree = tree
         self.kernel = kernel
         self.label = label ?? kernel.release
@@ -71,6 +75,8 @@ public struct KernelBuildResult: Sendable, Codable {
     public var command: String?
     public var modules: [ModuleResult]
     public var seconds: Double
+    /// The OS-agnostic cores linked into this build, for a full tree (built once, shared by every kernel).
+    public var cores: BuiltCores?
 
     public static func failed(label: String, release: String, output: String, reason: Diagnostic, logPath: String? = nil) -> KernelBuildResult {
         KernelBuildResult(
@@ -130,7 +136,8 @@ public struct KbuildBuilder: Sendable {
         progress?(BuildProgress(label: request.label, phase: .preparing, compiledObjects: 0, lastItem: nil))
         do {
             // Scanned before anything is written: a refused symlink leaves no build folder behind.
-            let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles, binaryCores: Set(request.tree.binaryCores))
+            let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles, binaryCores: Set(request.tree.binaryCores),
+                                        providedFiles: request.providedFiles)
             try FileManager.default.createDirectory(atPath: request.directory, withIntermediateDirectories: true)
             if FileManager.default.fileExists(atPath: request.incompleteMarker) {
                 try? FileManager.default.removeItem(atPath: request.buildTree)

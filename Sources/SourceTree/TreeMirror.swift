@@ -51,9 +51,13 @@ public struct TreeMirror: Sendable {
     /// into its `src/…/_out` folders, outside `kernel-open/`. Such a link is copied from its
     /// target, whatever the outside-link rule; a dangling one is refused with the remedy.
     public var binaryCores: Set<String>
+    /// Files the copy takes from elsewhere instead of the tree, by relative path (the cores
+    /// `nvbuild build` built from a full tree): whatever the tree holds there — a file, a
+    /// link, or nothing — is not read.
+    public var providedFiles: [String: String]
 
     public init(scanning path: String, excludingTopLevel: Set<String> = [], outsideLinks: OutsideLinks = .refuse,
-                binaryCores: Set<String> = []) throws {
+                binaryCores: Set<String> = [], providedFiles: [String: String] = [:]) throws {
         guard let real = Self.realPath(path) else {
             throw UserError(.usage, "\(path): cannot read the tree: \(String(cString: strerror(errno)))")
         }
@@ -61,7 +65,15 @@ public struct TreeMirror: Sendable {
         entries = []
         self.outsideLinks = outsideLinks
         self.binaryCores = binaryCores
+        self.providedFiles = providedFiles
         try scan(directory: real, relative: "", ancestors: [real], excluding: excludingTopLevel)
+        for (relative, source) in providedFiles.sorted(by: { $0.key < $1.key }) {
+            let parent = (relative as NSString).deletingLastPathComponent
+            guard parent.isEmpty || entries.contains(where: { $0.relativePath == parent && $0.kind == .directory }) else {
+                throw UserError(.usage, "\(root)/\(parent): missing; it should hold \((relative as NSString).lastPathComponent)")
+            }
+            entries.append(Entry(relativePath: relative, kind: .file, source: source))
+        }
     }
 
     // MARK: The build-product filter
@@ -106,6 +118,7 @@ public struct TreeMirror: Sendable {
             if atTop && excluding.contains(name) { continue }
             let path = "\(directory)/\(name)"
             let rel = atTop ? name : "\(relative)/\(name)"
+            if providedFiles[rel] != nil { continue }
             var st = stat()
             guard lstat(path, &st) == 0 else { continue }
             var type = st.st_mode & S_IFMT
