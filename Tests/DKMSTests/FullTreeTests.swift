@@ -1,3 +1,4 @@
+import DKMS
 import Foundation
 import SourceTree
 import Testing
@@ -67,5 +68,20 @@ import Testing
         } throws: { error in
             "\(error)".hasPrefix("\(root)/Makefile: the rule for nvidia/nv-kernel.o_binary does not name a core object")
         }
+    }
+
+    /// dkms.conf of a whole source package: modules in the Kbuild tree, the top-level make,
+    /// and nvbuild's probe of the Kbuild tree first when that tree requests conftest results.
+    @Test func fullTreeConfRunsTheTopLevelMake() throws {
+        let fullTree = try #require(try FullTree.detect(path: Self.fixtures + "/full-tree"))
+        var spec = DKMSPackageSpec(name: "nvcore", version: "1.0", fullTree: fullTree)
+        let plain = DKMSConf.parse(try DKMSPackager.renderConf(spec))
+        #expect(plain.value("BUILT_MODULE_LOCATION") == "kernel-open")
+        #expect(plain.value("MAKE") == "'make' -j${parallel_jobs} KERNEL_UNAME=${kernelver} modules")
+        #expect(plain.value("CLEAN") == "'make' KERNEL_UNAME=${kernelver} clean")
+        spec.probes = true
+        let probing = DKMSConf.parse(try DKMSPackager.renderConf(spec))
+        #expect(probing.value("MAKE")?.hasPrefix("if command -v nvbuild >/dev/null 2>&1; then nvbuild probe --tree kernel-open --kernel ${kernelver} && 'make' ") == true)
+        #expect(DKMSLinter.lint(probing).isEmpty)
     }
 }
