@@ -15,11 +15,15 @@ public struct BuildRequest: Sendable {
     public var modules: [String]?
     public var compiler: String?
     public var verbose: Bool
+    /// Signs every module built for this kernel after modpost (make modules does not
+    /// compress), with this kernel's own sign-file and hash.
+    public var signer: ModuleSigner?
 
     public init(
         tree: DriverTree, kernel: KernelTarget, label: String? = nil, buildRoot: String, jobs: Int,
-        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false
+        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false, signer: ModuleSigner? = nil
     ) {
+        self.signer = signer
         self.tree = tree
         self.kernel = kernel
         self.label = label ?? kernel.release
@@ -54,6 +58,11 @@ public struct ModuleResult: Sendable, Codable, Equatable {
     public var reason: Diagnostic?
     /// The first compiler error in one of this module's own objects.
     public var failure: BuildFailure?
+    /// For a build with signing: the subject of the certificate whose key signed the module
+    /// (checked against it after signing), the hash, and the certificate file.
+    public var signer: String?
+    public var signatureHash: String?
+    public var signingCertificate: String?
 }
 
 public struct KernelBuildResult: Sendable, Codable {
@@ -222,6 +231,19 @@ public struct KbuildBuilder: Sendable {
                 } else {
                     module.reason = .error(attribution.linkProblem(of: spec)
                         ?? "\(spec.name): its objects compiled, but it was not linked because make stopped at another module's error")
+                }
+            }
+            if module.built, let signer = request.signer {
+                progress?(BuildProgress(label: request.label, phase: .linking, compiledObjects: 0, lastItem: "signing \(spec.name)"))
+                do {
+                    let checked = try await signer.sign(path)
+                    module.signer = checked.certificateSubject ?? signer.certificate.subject
+                    module.signatureHash = signer.hashAlgorithm
+                    module.signingCertificate = signer.certificatePath
+                    module.size = BuiltModuleFacts.size(path: path)
+                } catch {
+                    module.built = false
+                    module.reason = .error("\(spec.name): built, but not signed: \(error.message)", file: path)
                 }
             }
             modules.append(module)
