@@ -173,8 +173,8 @@ struct ModulesVerifyCommand: AsyncParsableCommand {
             module.sig_enforce=1 in --cmdline), each signature is checked cryptographically \
             against the certificates built into /boot/vmlinuz-<release>, the --trust ones and \
             the MOKs found here (unless --no-mok), as the kernel's module_sig_check decides: \
-            unsigned, unknown key or unsupported → EKEYREJECTED when enforced, EPERM under \
-            lockdown, a taint otherwise; a signature that does not verify with a trusted key → \
+            unsigned, unknown key or unsupported crypto: EKEYREJECTED when enforced, EPERM under \
+            lockdown, a taint otherwise; a signature that does not verify with a trusted key: \
             EKEYREJECTED always. Whether a MOK is enrolled is firmware state: check it with \
             `mokutil --test-key CERT`.
 
