@@ -205,11 +205,19 @@ struct ModulesVerifyCommand: AsyncParsableCommand {
     @Flag(name: .customLong("no-mok"), help: "Do not count the MOK certificates found here (/var/lib/shim-signed/mok, /var/lib/dkms/mok.pub) as trusted.")
     var noMachineOwnerKeys = false
 
+    /// Where the image whose built-in certificates are trusted is: `<root>/boot` when a --root
+    /// tree has the image, else the host's /boot (a --root tree is often modules only).
+    static func bootDirectory(root: String?, release: String) -> String {
+        guard let root, FileManager.default.fileExists(atPath: "\(root)/boot/vmlinuz-\(release)") else { return "/boot" }
+        return root + "/boot"
+    }
+
     func run() async throws {
         let (moduleTree, target, plan) = try options.prepare()
         var model = try options.kernelModel(target: target, tree: moduleTree)
         model.signaturePolicy = try SignaturePolicy.make(
-            target: target, secureBoot: secureBoot, commandLine: commandLine, trust: trust, machineOwnerKeys: !noMachineOwnerKeys)
+            target: target, secureBoot: secureBoot, commandLine: commandLine, trust: trust, machineOwnerKeys: !noMachineOwnerKeys,
+            bootDirectory: Self.bootDirectory(root: options.tree.root, release: target.release))
         let results = try await moduleTree.simulate(plan, kernel: model)
         var report = LoadReport(kernel: target.release, method: "simulation", plan: plan, results: results)
         report.signatures = model.signaturePolicy?.summary
