@@ -233,6 +233,15 @@ public struct KbuildBuilder: Sendable {
                         ?? "\(spec.name): its objects compiled, but it was not linked because make stopped at another module's error")
                 }
             }
+            if module.built, request.signer == nil {
+                // make leaves a module it did not relink as the last build left it.
+                do {
+                    if try ModuleSigner.removeSignature(path) { module.size = BuiltModuleFacts.size(path: path) }
+                } catch {
+                    module.built = false
+                    module.reason = .error("\(spec.name): \(error.message)", file: path)
+                }
+            }
             if module.built, let signer = request.signer {
                 progress?(BuildProgress(label: request.label, phase: .linking, compiledObjects: 0, lastItem: "signing \(spec.name)"))
                 do {

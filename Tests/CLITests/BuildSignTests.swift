@@ -69,6 +69,16 @@ import Testing
         #expect(table.status == 0, "\(table.stderr)")
         let hash = try Self.configuredHash(kernels[0]) ?? "?"
         #expect(table.stdout.contains("SIGNER") && table.stdout.contains("CN=nvbuild build signing test (\(hash))"), "\(table.stdout)")
+
+        // A build without signing in the same folder: make does not relink, and the signature
+        // the last build appended is removed, so the table's "no signer" is true.
+        let unsigned = try CLI.run(["build", "--tree", tree, "--build-dir", root + "/build", "--kernel", kernels[0], "--json"])
+        #expect(unsigned.status == 0, "\(unsigned.stderr)")
+        let row = try #require((try JSONSerialization.jsonObject(with: Data(unsigned.stdout.utf8)) as? [[String: Any]])?.first)
+        let module = try #require((row["modules"] as? [[String: Any]])?.first)
+        #expect(module["signer"] == nil)
+        let inspected = try CLI.run(["inspect", "--verify-signature", key.certificate, try #require(module["path"] as? String)])
+        #expect(inspected.stdout.contains("unsigned"), "\(inspected.stdout)")
     }
 
     @Test func keyProblemsStopBeforeTheBuild() async throws {
