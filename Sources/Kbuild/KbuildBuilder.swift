@@ -18,12 +18,17 @@ public struct BuildRequest: Sendable {
     /// Files the build copy takes from elsewhere, by tree-relative path: the binary cores
     /// `CoreBuilder` built from a full tree.
     public var providedFiles: [String: String]
+    /// Signs every module built for this kernel after modpost (make modules does not
+    /// compress), with this kernel's own sign-file and hash.
+    public var signer: ModuleSigner?
 
     public init(
         tree: DriverTree, kernel: KernelTarget, label: String? = nil, buildRoot: String, jobs: Int,
-        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false, providedFiles: [String: String] = [:]
+        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false, providedFiles: [String: String] = [:],
+        signer: ModuleSigner? = nil
     ) {
         self.providedFiles = providedFiles
+        self.signer = signer
         self.tree = tree
         self.kernel = kernel
         self.label = label ?? kernel.release
@@ -58,6 +63,11 @@ public struct ModuleResult: Sendable, Codable, Equatable {
     public var reason: Diagnostic?
     /// The first compiler error in one of this module's own objects.
     public var failure: BuildFailure?
+    /// For a build with signing: the subject of the certificate whose key signed the module
+    /// (checked against it after signing), the hash, and the certificate file.
+    public var signer: String?
+    public var signatureHash: String?
+    public var signingCertificate: String?
 }
 
 public struct KernelBuildResult: Sendable, Codable {
@@ -229,6 +239,28 @@ public struct KbuildBuilder: Sendable {
                 } else {
                     module.reason = .error(attribution.linkProblem(of: spec)
                         ?? "\(spec.name): its objects compiled, but it was not linked because make stopped at another module's error")
+                }
+            }
+            if module.built, request.signer == nil {
+                // make leaves a module it did not relink as the last build left it.
+                do {
+                    if try ModuleSigner.removeSignature(path) { module.size = BuiltModuleFacts.size(path: path) }
+                } catch {
+                    module.built = false
+                    module.reason = .error("\(spec.name): \(error.message)", file: path)
+                }
+            }
+            if module.built, let signer = request.signer {
+                progress?(BuildProgress(label: request.label, phase: .linking, compiledObjects: 0, lastItem: "signing \(spec.name)"))
+                do {
+                    let checked = try await signer.sign(path)
+                    module.signer = checked.certificateSubject ?? signer.certificate.subject
+                    module.signatureHash = signer.hashAlgorithm
+                    module.signingCertificate = signer.certificatePath
+                    module.size = BuiltModuleFacts.size(path: path)
+                } catch {
+                    module.built = false
+                    module.reason = .error("\(spec.name): built, but not signed: \(error.message)", file: path)
                 }
             }
             modules.append(module)

@@ -111,7 +111,8 @@ public struct ModuleSigner: Sendable {
         }
     }
 
-    /// Signs the module at `path` in place: an existing signature is replaced, the new file
+    /// Signs the module at `path` in place: an existing signature is replaced (one by this
+    /// very key and hash is kept as it is), the new file
     /// is verified against the certificate before it is renamed over the old one, and on
     /// any failure the module is left as it was. Compressed modules are refused: the
     /// kernel checks the signature of the decompressed module, so sign before compressing.
@@ -123,6 +124,13 @@ public struct ModuleSigner: Sendable {
         }
         guard compression == .none else {
             throw UserError(.failed, "\(path): compressed (\(compression.rawValue)); the kernel checks the signature inside the compressed stream, so sign the .ko before compressing it")
+        }
+        // Already signed by this key with this hash (a warm rebuild that did not relink it):
+        // signing again would give the same signature.
+        if let existing = try? SignatureVerifier.verify(path: path, certificates: [certificate]),
+            existing.verdict == .valid, existing.placement == .uncompressed, existing.hashAlgorithm == hashAlgorithm
+        {
+            return existing
         }
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
@@ -161,5 +169,26 @@ public struct ModuleSigner: Sendable {
             throw UserError(.failed, "\(path): cannot replace it with the signed module (\(String(cString: strerror(errno))))")
         }
         return checked
+    }
+
+    /// Removes a signature appended to the uncompressed module at `path` (one an earlier
+    /// signed build left on a module make did not relink), so an unsigned build's modules
+    /// are unsigned. Returns whether there was one.
+    @discardableResult
+    public static func removeSignature(_ path: String) throws(UserError) -> Bool {
+        let magic = Array("~Module signature appended~\n".utf8)
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        let size = (try? handle.seekToEnd()) ?? 0
+        guard size > UInt64(magic.count) else { try? handle.close(); return false }
+        try? handle.seek(toOffset: size - UInt64(magic.count))
+        let tail = (try? handle.readToEnd()) ?? Data()
+        try? handle.close()
+        guard Array(tail) == magic, let bytes = FileManager.default.contents(atPath: path) else { return false }
+        let length = bytes.withUnsafeBytes { ModuleImage.unsignedLength($0) }
+        guard length < bytes.count else { return false }
+        guard truncate(path, off_t(length)) == 0 else {
+            throw UserError(.failed, "\(path): cannot remove the signature an earlier signed build left (\(String(cString: strerror(errno))))")
+        }
+        return true
     }
 }

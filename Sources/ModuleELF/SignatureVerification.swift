@@ -35,6 +35,26 @@ public struct SignatureVerification: Sendable, Codable, Equatable {
     public var certificateSource: String?
     /// For `invalid` and `unsupported`: why, in one sentence.
     public var reason: String?
+    /// For `invalid`: the errno the kernel's `mod_verify_sig` returns for this fault when it is
+    /// not EKEYREJECTED (EBADMSG for a malformed trailer or message, ENOPKG for a signature
+    /// that is not PKCS#7, EINVAL for a message that carries its own content).
+    public var invalidErrno: Int32?
+
+    /// What the kernel's `mod_verify_sig` returns for this module when the given certificates
+    /// are its trusted keys: 0, ENODATA (unsigned: no signature it sees), ENOKEY (no trusted
+    /// key is the signer's; the kernel cannot tell a changed module from an intact one then),
+    /// ENOPKG (an algorithm it cannot check), EKEYREJECTED (the signer's key is trusted and
+    /// the signature does not verify) or EBADMSG (malformed). The first three are the ones
+    /// `module_sig_check` forgives when signatures are not enforced.
+    public var kernelErrno: Int32 {
+        switch verdict {
+        case .valid: return placement == .compressedThenSigned ? 61 : 0
+        case .unsigned: return 61
+        case .unknownKey: return placement == .compressedThenSigned ? 61 : 126
+        case .unsupported: return placement == .compressedThenSigned ? 61 : 65
+        case .invalid: return placement == .compressedThenSigned ? 61 : (invalidErrno ?? 129)
+        }
+    }
 
     public init(verdict: Verdict) { self.verdict = verdict }
 
@@ -184,16 +204,19 @@ public enum SignatureVerifier {
         result.placement = placement
         guard descriptor.signatureLength > 0, descriptor.signatureLength < descriptor.offset else {
             result.reason = "the signature length in the trailer (\(descriptor.signatureLength) bytes) does not fit the module"
+            result.invalidErrno = 74
             return result
         }
         guard descriptor.idType == 2 else {
             result.reason = "the signature is not PKCS#7 (id type \(descriptor.idType)); the kernel checks only PKCS#7 module signatures"
+            result.invalidErrno = 65
             return result
         }
         guard descriptor.algorithm == 0, descriptor.hash == 0, descriptor.signerLength == 0, descriptor.keyIDLength == 0,
             descriptor.padding.allSatisfy({ $0 == 0 })
         else {
             result.reason = "the PKCS#7 trailer sets descriptor fields the kernel requires to be zero"
+            result.invalidErrno = 74
             return result
         }
         let start = descriptor.offset - descriptor.signatureLength
@@ -212,14 +235,17 @@ public enum SignatureVerifier {
         let signedData: PKCS7SignedData
         do { signedData = try PKCS7SignedData(message) } catch {
             result.reason = "the PKCS#7 message cannot be parsed (\(error))"
+            result.invalidErrno = 74
             return result
         }
         guard !signedData.carriesContent else {
             result.reason = "the PKCS#7 message carries its own content; a module signature must be detached"
+            result.invalidErrno = 22
             return result
         }
         guard !signedData.signers.isEmpty else {
             result.reason = "the PKCS#7 message has no signer"
+            result.invalidErrno = 126
             return result
         }
         // The kernel requires every signer to verify; report the first that does not.
@@ -256,6 +282,7 @@ public enum SignatureVerifier {
             return result
         case .mismatch(let reason):
             result.reason = reason
+            result.invalidErrno = 74
             return result
         }
         // With signed attributes the signature covers them, and they carry the content's
@@ -264,6 +291,7 @@ public enum SignatureVerifier {
         if let attributes = signer.signedAttributes, let digest {
             guard let expected = attributes.messageDigest else {
                 result.reason = "the signed attributes carry no message digest"
+                result.invalidErrno = 74
                 return result
             }
             guard digest.hash(content) == Array(expected) else {

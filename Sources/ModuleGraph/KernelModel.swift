@@ -17,6 +17,9 @@ public struct KernelModel: Sendable {
     /// CONFIG_MODULE_SIG: unsigned modules taint the kernel.
     public var moduleSignatures: Bool
     public var signatureEnforced: Bool
+    /// How this boot treats signatures (`modules verify --secure-boot`, `--cmdline`, `--trust`):
+    /// when set, every module's signature is checked against its trusted certificates.
+    public var signaturePolicy: SignaturePolicy?
     public var allowMissingNamespaceImports: Bool
     public var forceLoad: Bool
     /// The format the kernel decompresses modules in itself; `.none` without CONFIG_MODULE_DECOMPRESS.

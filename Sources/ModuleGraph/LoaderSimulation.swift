@@ -21,6 +21,8 @@ public struct LoadResult: Sendable, Equatable {
     public var messages: [String]
     /// Remarks that are not kernel messages (a dependency cycle, a hung boot).
     public var notes: [Diagnostic]
+    /// The signature as the kernel's trusted keys judge it, when signatures were checked.
+    public var signature: SignatureFinding?
 
     public init(module: String, path: String, loads: Bool, errno: Int32, messages: [String], notes: [Diagnostic] = []) {
         self.module = module
@@ -43,7 +45,8 @@ public struct LoadResult: Sendable, Equatable {
 public enum Errno {
     static let names: [Int32: String] = [
         0: "OK", 1: "EPERM", 2: "ENOENT", 8: "ENOEXEC", 12: "ENOMEM", 14: "EFAULT", 16: "EBUSY", 17: "EEXIST",
-        22: "EINVAL", 61: "ENODATA", 126: "ENOKEY", 129: "EKEYREJECTED", 38: "ENOSYS", 110: "ETIMEDOUT",
+        22: "EINVAL", 61: "ENODATA", 65: "ENOPKG", 74: "EBADMSG", 126: "ENOKEY", 129: "EKEYREJECTED", 38: "ENOSYS",
+        110: "ETIMEDOUT",
     ]
     public static func name(_ value: Int32) -> String { names[value] ?? "errno \(value)" }
 }
@@ -79,19 +82,38 @@ public struct LoaderSimulation {
         plan.map { load($0) }
     }
 
-    public mutating func load(_ module: LoaderFacts) -> LoadResult {
+    /// Loads one module. `signature` is its signature checked against the trusted keys of
+    /// `kernel.signaturePolicy`; without a policy (or a check) the signer is compared with
+    /// the kernel's own modules' signer instead.
+    public mutating func load(_ module: LoaderFacts, signature: SignatureVerification? = nil) -> LoadResult {
         let name = module.name
         var messages: [String] = []
+        var signatureNotes: [Diagnostic] = []
+        let finding = signature.map(SignatureFinding.init)
         func fail(_ errno: Int32) -> LoadResult {
-            LoadResult(module: name, path: module.path, loads: false, errno: errno, messages: messages)
+            var result = LoadResult(module: name, path: module.path, loads: false, errno: errno, messages: messages, notes: signatureNotes)
+            result.signature = finding
+            return result
         }
 
-        // Signature: checked first; enforced only with MODULE_SIG_FORCE.
-        let signatureOK = !kernel.moduleSignatures || (module.signer != nil && module.signer == kernel.signer)
-        if !signatureOK && kernel.signatureEnforced {
-            let reason = module.signer == nil ? "unsigned module" : "module with unavailable key"
-            messages.append("Loading of \(reason) is rejected")
-            return fail(129)
+        // Signature: checked first (module_sig_check, before the ELF is even looked at).
+        let signatureOK: Bool
+        if let policy = kernel.signaturePolicy, let signature, kernel.moduleSignatures {
+            let outcome = policy.check(signature, module: name, signer: module.signer, path: module.path)
+            signatureNotes = outcome.notes
+            if outcome.errno != 0 {
+                messages += outcome.messages
+                return fail(outcome.errno)
+            }
+            signatureOK = !outcome.taints
+        } else {
+            // Enforced only with MODULE_SIG_FORCE.
+            signatureOK = !kernel.moduleSignatures || (module.signer != nil && module.signer == kernel.signer)
+            if !signatureOK && kernel.signatureEnforced {
+                let reason = module.signer == nil ? "unsigned module" : "module with unavailable key"
+                messages.append("Loading of \(reason) is rejected")
+                return fail(129)
+            }
         }
 
         // ELF validity: from 6.4 the kernel compares its struct module size first.
@@ -193,7 +215,9 @@ public struct LoaderSimulation {
 
         loaded[name] = Loaded(proprietary: modulePropietary)
         loadedExports(of: module)
-        return LoadResult(module: name, path: module.path, loads: true, errno: 0, messages: messages)
+        var result = LoadResult(module: name, path: module.path, loads: true, errno: 0, messages: messages, notes: signatureNotes)
+        result.signature = finding
+        return result
     }
 
     /// What a module being loaded can link against: vmlinux's exports, then those of
@@ -295,7 +319,7 @@ public struct LoaderSimulation {
 /// JSON: `diagnostics` holds the typed notes; `notes` keeps the schema-1 strings for
 /// readers written before them (docs/inspect-json-schema.md), as LoadPlan does.
 extension LoadResult: Codable {
-    enum CodingKeys: String, CodingKey { case module, path, loads, errno, messages, notes, diagnostics }
+    enum CodingKeys: String, CodingKey { case module, path, loads, errno, messages, notes, diagnostics, signature }
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -306,6 +330,7 @@ extension LoadResult: Codable {
         messages = try container.decode([String].self, forKey: .messages)
         notes = try container.decodeIfPresent([Diagnostic].self, forKey: .diagnostics)
             ?? (try container.decodeIfPresent([String].self, forKey: .notes) ?? []).map { .note($0) }
+        signature = try container.decodeIfPresent(SignatureFinding.self, forKey: .signature)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -317,5 +342,6 @@ extension LoadResult: Codable {
         try container.encode(messages, forKey: .messages)
         try container.encode(notes.map(\.message), forKey: .notes)
         try container.encode(notes, forKey: .diagnostics)
+        try container.encodeIfPresent(signature, forKey: .signature)
     }
 }

@@ -51,6 +51,8 @@ public struct QemuTrial: Sendable {
     /// auto: KVM when /dev/kvm is usable, and TCG when qemu cannot run the guest under
     /// it (nested virtualisation can expose a /dev/kvm that fails on the first boot).
     public var acceleration: AcceleratorChoice
+    /// Appended to the guest's kernel command line (`module.sig_enforce=1`, `lockdown=integrity`).
+    public var extraCommandLine = ""
 
     public init(
         kernelImage: String, kernelDecompression: ModuleCompression, timeoutSeconds: Int = 180, memoryMegabytes: Int = 1024,
@@ -148,7 +150,7 @@ public struct QemuTrial: Sendable {
         let arguments = [
             "timeout", "--kill-after=5", String(timeoutSeconds),
             "qemu-system-x86_64", "-kernel", kernelImage, "-initrd", initramfs,
-            "-append", "console=ttyS0 panic=-1 loglevel=1 rdinit=/init",
+            "-append", "console=ttyS0 panic=-1 loglevel=1 rdinit=/init" + (extraCommandLine.isEmpty ? "" : " " + extraCommandLine),
             "-m", String(memoryMegabytes), "-smp", "2", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
             // -cpu max: drivers that probe CPU features (crc32c-intel needs SSE4.2)
             // see a modern CPU, as on the machines the modules are meant for.
@@ -206,14 +208,16 @@ public struct QemuTrial: Sendable {
         }
         // The kernel keeps logging while modules load ("tsc: ...", "clocksource: ..."): a line
         // tagged with another subsystem's "name: " prefix does not belong to this load. Untagged
-        // lines (e.g. "Disabling lock debugging due to kernel taint") do.
+        // lines (e.g. "Disabling lock debugging due to kernel taint") do, and so do the module
+        // signature check's own tags (lockdown's refusal, PKCS#7, mod_check_sig's "module: ").
+        let loaderTags: Set<String> = ["Lockdown", "PKCS7", "module"]
         for (index, load) in loads.enumerated() {
             let names = Set([load.name, load.name.replacingOccurrences(of: "-", with: "_"), load.name.replacingOccurrences(of: "_", with: "-")])
             messages[index] = messages[index]?.filter { line in
                 guard let colon = line.range(of: ": ") else { return true }
                 let tag = line[..<colon.lowerBound]
                 let isTag = !tag.isEmpty && tag.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" }
-                return !isTag || names.contains(String(tag))
+                return !isTag || names.contains(String(tag)) || loaderTags.contains(String(tag))
             }
         }
         let results = loads.enumerated().map { index, load -> LoadResult in

@@ -14,6 +14,8 @@ public struct LoadReport: Sendable, Equatable, Codable {
     /// What the user should know about how the run went, without failing it (KVM
     /// present but unusable, so the boot ran under TCG).
     public var diagnostics: [Diagnostic] = []
+    /// For a verify that checked signatures: enforcement, lockdown and the trusted keys.
+    public var signatures: SignaturePolicy.Summary?
 
     public init(kernel: String, method: String, plan: LoadPlan, results: [LoadResult], accelerator: QemuTrial.Accelerator? = nil) {
         self.kernel = kernel
@@ -41,8 +43,18 @@ extension ModuleTree {
         }
         let facts = try await Self.facts(
             ofFiles: plan.loads.map(\.path), kernelLayoutCRC: model.exports["module_layout"].flatMap { model.checkedCRC($0) })
+        var signatures: [SignatureVerification?] = Array(repeating: nil, count: facts.count)
+        if let policy = model.signaturePolicy, model.moduleSignatures {
+            for (index, load) in plan.loads.enumerated() {
+                do {
+                    signatures[index] = try SignatureVerifier.verify(path: load.path, certificates: policy.trusted)
+                } catch {
+                    throw UserError(.environment, "\(error.description); check the module file")
+                }
+            }
+        }
         var simulation = LoaderSimulation(kernel: model)
-        var results = simulation.load(facts)
+        var results = zip(facts, signatures).map { simulation.load($0, signature: $1) }
         for index in results.indices {
             results[index].module = plan.loads[index].name
             for problem in plan.problems where problem.message.hasPrefix(LoadPlan.cyclePrefix) {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Conftest
+import DKMS
 import Foundation
 import Kbuild
 import KernelTree
@@ -57,8 +58,19 @@ struct BuildCommand: AsyncParsableCommand {
             another; a failure fails only its own row. The compiler may be a wrapper such as \
             `ccache gcc` or `distcc gcc` (--cc, or CC in the environment, as with the Makefile).
 
+            --sign-key KEY --sign-cert CERT signs every built module with each kernel's own \
+            scripts/sign-file and CONFIG_MODULE_SIG_HASH, after modpost (make modules leaves \
+            modules uncompressed, so the signature is the one the kernel checks); --sign takes \
+            DKMS's mok_signing_key / mok_certificate from /etc/dkms/framework.conf (default \
+            /var/lib/dkms/mok.key, mok.pub). A missing sign-file, key or certificate, or a key \
+            that is not the certificate's, stops before anything is built (exit 2). The table \
+            gets a SIGNER column; --json carries signer, signatureHash and signingCertificate \
+            per module. The kernel trusts the signature only once the certificate is enrolled \
+            (mokutil --import CERT); see `nvbuild modules verify --secure-boot`.
+
             Example:
               nvbuild build --tree kernel-open --kernel 6.12.117+deb12-amd64 --jobs 8
+              nvbuild build --tree kernel-open --kernel all --sign
               nvbuild build --tree . --kernel all --cc "ccache x86_64-linux-gnu-gcc-12"
               nvbuild build --tree . --kernel all --kernel-output /tmp/linux-headers-copy
               nvbuild build --tree open-gpu-kernel-modules --kernel all
@@ -81,6 +93,12 @@ struct BuildCommand: AsyncParsableCommand {
     @Option(help: "Folder for per-kernel build copies and logs (default: <tree>/.nvbuild/build).") var buildDir: String?
     @Flag(help: "Pass V=1 to Kbuild.") var verbose = false
     @Flag(help: "Print JSON instead of a table.") var json = false
+    @Option(name: .customLong("sign-key"), help: ArgumentHelp("Private key to sign the built modules with (a file or a pkcs11: URI).", valueName: "key"))
+    var signKey: String?
+    @Option(name: .customLong("sign-cert"), help: ArgumentHelp("The X.509 certificate of --sign-key.", valueName: "cert"))
+    var signCertificate: String?
+    @Flag(help: "Sign with DKMS's MOK: mok_signing_key and mok_certificate of /etc/dkms/framework.conf (default /var/lib/dkms/mok.key, mok.pub).")
+    var sign = false
     /// The probe before make uses the same catalog and cache options as `nvbuild probe`.
     @OptionGroup var catalogAndCache: CatalogCacheOptions
 
@@ -106,7 +124,16 @@ struct BuildCommand: AsyncParsableCommand {
         let coreSlots = Dictionary(uniqueKeysWithValues: (fullTree?.cores ?? []).map { ($0.binaryPath, "/dev/null") })
         _ = try TreeMirror(scanning: driverTree.path, outsideLinks: .copyFiles, binaryCores: Set(driverTree.binaryCores),
                            providedFiles: coreSlots)
+        let signing = try signingKey()
         let targets = try resolveTargets(tree: driverTree)
+        // Every kernel's signer is checked before anything is built.
+        var signers: [String: ModuleSigner] = [:]
+        if let signing {
+            for case .kernel(let kernel) in targets where signers[kernel.outputDirectory] == nil {
+                signers[kernel.outputDirectory] = try await ModuleSigner.prepare(
+                    for: kernel, key: signing.key, certificate: signing.certificate, scratchDirectory: NSTemporaryDirectory())
+            }
+        }
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
             ?? "\(fullTree?.root ?? driverTree.path)/.nvbuild/build"
@@ -142,7 +169,8 @@ struct BuildCommand: AsyncParsableCommand {
                 }
                 let request = BuildRequest(
                     tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: jobCount,
-                    modules: selected, compiler: compiler, verbose: verbose, providedFiles: cores?.objects ?? [:])
+                    modules: selected, compiler: compiler, verbose: verbose, providedFiles: cores?.objects ?? [:],
+                    signer: signers[kernel.outputDirectory])
                 var result = await builder.build(request)
                 result.cores = cores
                 // Stopped by SIGINT/SIGTERM: the handler reports and exits; this row is no result.
@@ -176,6 +204,23 @@ struct BuildCommand: AsyncParsableCommand {
                                        : "cores \(what): built in \(String(format: "%.1f", cores.seconds)) s, log: \(buildRoot)/cores.log")
         }
         return cores
+    }
+
+    /// The key and certificate to sign with, or nil when not signing.
+    private func signingKey() throws -> (key: String, certificate: String)? {
+        if sign {
+            guard signKey == nil, signCertificate == nil else {
+                throw UserError(.usage, "--sign takes DKMS's key and certificate; give either --sign or --sign-key with --sign-cert")
+            }
+            let settings = try DKMSFramework.signingSettings()
+            return (settings.key, settings.certificate)
+        }
+        switch (signKey, signCertificate) {
+        case (nil, nil): return nil
+        case (let key?, let certificate?): return (key, certificate)
+        case (nil, _): throw UserError(.usage, "--sign-cert needs --sign-key (the private key of that certificate)")
+        case (_, nil): throw UserError(.usage, "--sign-key needs --sign-cert (the X.509 certificate of that key)")
+        }
     }
 
     /// The build folder name: the release for an installed kernel, plus a tag of the
@@ -279,11 +324,12 @@ struct BuildCommand: AsyncParsableCommand {
     }
 
     private func printTable(_ results: [KernelBuildResult]) {
-        var rows: [[String]] = [["KERNEL", "MODULE", "RESULT", "SIZE", "VERMAGIC"]]
+        let signed = results.contains { $0.modules.contains { $0.signer != nil } }
+        var rows: [[String]] = [["KERNEL", "MODULE", "RESULT", "SIZE"] + (signed ? ["SIGNER"] : []) + ["VERMAGIC"]]
         for r in results {
             let kernel = r.label == r.release ? r.release : "\(r.release) (\(r.kernelOutputDirectory))"
             if r.modules.isEmpty {
-                rows.append([kernel, "-", r.skipped ? "skipped" : "failed", "-", r.reason?.message ?? ""])
+                rows.append([kernel, "-", r.skipped ? "skipped" : "failed", "-"] + (signed ? ["-"] : []) + [r.reason?.message ?? ""])
                 continue
             }
             for m in r.modules {
@@ -296,17 +342,19 @@ struct BuildCommand: AsyncParsableCommand {
                         detail = "not built, see below"
                     }
                 }
-                rows.append([kernel, m.name, m.built ? "ok" : "failed", m.size.map(String.init) ?? "-", detail])
+                let signer = m.signer.map { "\($0) (\(m.signatureHash ?? "?"))" } ?? "-"
+                rows.append([kernel, m.name, m.built ? "ok" : "failed", m.size.map(String.init) ?? "-"] + (signed ? [signer] : []) + [detail])
             }
         }
-        let widths = (0..<5).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        let columns = rows[0].count, last = columns - 1
+        let widths = (0..<columns).map { c in rows.map { $0[c].count }.max() ?? 0 }
         for (i, row) in rows.enumerated() {
             var line = ""
-            for c in 0..<5 {
-                var cell = row[c].padding(toLength: c == 4 ? row[c].count : widths[c], withPad: " ", startingAt: 0)
+            for c in 0..<columns {
+                var cell = row[c].padding(toLength: c == last ? row[c].count : widths[c], withPad: " ", startingAt: 0)
                 if i == 0 { cell = Terminal.styled(cell, .bold) }
                 if c == 2, i > 0 { cell = Terminal.styled(cell, row[c] == "ok" ? .green : row[c] == "skipped" ? .yellow : .red) }
-                line += cell + (c < 4 ? "  " : "")
+                line += cell + (c < last ? "  " : "")
             }
             Terminal.out(line)
         }
@@ -331,4 +379,3 @@ struct BuildCommand: AsyncParsableCommand {
         }
     }
 }
-

@@ -133,6 +133,16 @@ struct LoadOptions: ParsableArguments {
             try Terminal.json(report)
         } else {
             if let accelerator = report.accelerator { Terminal.out("qemu accelerator: \(accelerator.rawValue)") }
+            if let signatures = report.signatures {
+                var line = "signatures: " + (signatures.enforced ? "enforced" : "not enforced")
+                line += signatures.lockdown == .none ? ", no lockdown" : ", lockdown \(signatures.lockdown.rawValue)"
+                if !signatures.reasons.isEmpty { line += " (" + signatures.reasons.joined(separator: "; ") + ")" }
+                Terminal.out(Terminal.escaped(line))
+                for key in signatures.trusted {
+                    let enrollment = key.needsEnrollment ? ", trusted only if enrolled as a MOK" : ""
+                    Terminal.out(Terminal.escaped("trusted key: \(key.subject) (\(key.source)\(enrollment))"))
+                }
+            }
             for diagnostic in report.diagnostics { Terminal.report(diagnostic) }
             for problem in report.plan.problems { Terminal.report(problem) }
             for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
@@ -143,6 +153,7 @@ struct LoadOptions: ParsableArguments {
                 if !result.loads { line += " (\(result.errnoName))" }
                 Terminal.out(line)
                 for message in result.messages { Terminal.out("  kernel: \(Terminal.escaped(message))") }
+                if let signature = result.signature { Terminal.out("  signature: \(Terminal.escaped(signature.description))") }
                 for note in result.notes { Terminal.out("  note: \(Terminal.escaped(note.message + note.remedySuffix))") }
             }
         }
@@ -158,18 +169,59 @@ struct ModulesVerifyCommand: AsyncParsableCommand {
             Modules load in the order `modules order` computes (or as given, with --no-deps) \
             into a freshly booted kernel. Exit status 1 when any module would fail to load.
 
-            Example:
+            With --secure-boot, --trust, or signature enforcement (CONFIG_MODULE_SIG_FORCE, \
+            module.sig_enforce=1 in --cmdline), each signature is checked cryptographically \
+            against the certificates built into /boot/vmlinuz-<release>, the --trust ones and \
+            the MOKs found here (unless --no-mok), as the kernel's module_sig_check decides: \
+            unsigned, unknown key or unsupported crypto: EKEYREJECTED when enforced, EPERM under \
+            lockdown, a taint otherwise; a signature that does not verify with a trusted key: \
+            EKEYREJECTED always. Whether a MOK is enrolled is firmware state: check it with \
+            `mokutil --test-key CERT`.
+
+            Examples:
               nvbuild modules verify --kernel 6.12.117+deb12-amd64 out/nvidia.ko out/nvidia-modeset.ko
+              nvbuild modules verify --secure-boot --trust /var/lib/dkms/mok.pub --kernel 6.1.0-56-amd64 out/nvidia.ko
             """
     )
 
     @OptionGroup var options: LoadOptions
 
+    @Flag(name: .customLong("secure-boot"), help: """
+        Predict a boot under UEFI Secure Boot: every signature is checked against the keys the \
+        kernel trusts, and the kernel is locked down where its config ties lockdown to Secure Boot.
+        """)
+    var secureBoot = false
+
+    @Option(name: .customLong("trust"), help: ArgumentHelp(
+        "A certificate the kernel trusts besides those built into its vmlinuz: an enrolled MOK (PEM or DER; repeatable).",
+        valueName: "cert"))
+    var trust: [String] = []
+
+    @Option(name: .customLong("cmdline"), help: ArgumentHelp(
+        "The target's kernel command line; module.sig_enforce=1 and lockdown=integrity|confidentiality are honoured.",
+        valueName: "text"))
+    var commandLine: String?
+
+    @Flag(name: .customLong("no-mok"), help: "Do not count the MOK certificates found here (/var/lib/shim-signed/mok, /var/lib/dkms/mok.pub) as trusted.")
+    var noMachineOwnerKeys = false
+
+    /// Where the image whose built-in certificates are trusted is: `<root>/boot` when a --root
+    /// tree has the image, else the host's /boot (a --root tree is often modules only).
+    static func bootDirectory(root: String?, release: String) -> String {
+        guard let root, FileManager.default.fileExists(atPath: "\(root)/boot/vmlinuz-\(release)") else { return "/boot" }
+        return root + "/boot"
+    }
+
     func run() async throws {
         let (moduleTree, target, plan) = try options.prepare()
-        let model = try options.kernelModel(target: target, tree: moduleTree)
+        var model = try options.kernelModel(target: target, tree: moduleTree)
+        model.signaturePolicy = try SignaturePolicy.make(
+            target: target, secureBoot: secureBoot, commandLine: commandLine, trust: trust, machineOwnerKeys: !noMachineOwnerKeys,
+            bootDirectory: Self.bootDirectory(root: options.tree.root, release: target.release))
         let results = try await moduleTree.simulate(plan, kernel: model)
-        try options.finish(LoadReport(kernel: target.release, method: "simulation", plan: plan, results: results))
+        var report = LoadReport(kernel: target.release, method: "simulation", plan: plan, results: results)
+        report.signatures = model.signaturePolicy?.summary
+        try options.finish(report)
     }
 }
 
@@ -183,8 +235,12 @@ struct ModulesTryCommand: AsyncParsableCommand {
             runs under KVM when /dev/kvm opens read-write here and qemu can run the guest \
             under it, else under TCG (--accel); the report says which (JSON: "accelerator").
 
+            --sig-enforce boots with module.sig_enforce=1 and --lockdown with lockdown=integrity; \
+            the guest has no firmware keys, so only the certificates built into the kernel are trusted.
+
             Example:
               nvbuild modules try --kernel 6.1.0-56-amd64 ext4
+              nvbuild modules try --sig-enforce --kernel 6.12.117+deb12-amd64 --no-deps out/nvidia.ko
             """
     )
 
@@ -193,10 +249,17 @@ struct ModulesTryCommand: AsyncParsableCommand {
     @Option(help: "qemu accelerator: auto (KVM when /dev/kvm is usable, else TCG), kvm or tcg.")
     var accel: QemuTrial.AcceleratorChoice = .auto
 
+    @Flag(name: .customLong("sig-enforce"), help: "Boot with module.sig_enforce=1: the kernel refuses modules without a valid signature by a key it trusts.")
+    var sigEnforce = false
+
+    @Flag(help: "Boot with lockdown=integrity, as a Secure Boot boot of a kernel built with CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT is.")
+    var lockdown = false
+
     func run() async throws {
         _ = try QemuTrial.accelerator(for: accel)  // an unusable --accel kvm stops here, before any work
         let (_, target, plan) = try options.prepare()
-        let trial = QemuTrial(target: target, timeoutSeconds: timeout, acceleration: accel)
+        var trial = QemuTrial(target: target, timeoutSeconds: timeout, acceleration: accel)
+        trial.extraCommandLine = ((sigEnforce ? ["module.sig_enforce=1"] : []) + (lockdown ? ["lockdown=integrity"] : [])).joined(separator: " ")
         let outcome = try await trial.run(plan.loads)
         var report = LoadReport(
             kernel: target.release, method: "qemu", plan: plan, results: outcome.results, accelerator: outcome.accelerator)
@@ -230,3 +293,18 @@ func readArguments(_ arguments: [String], from file: String?) throws -> [String]
 }
 
 extension QemuTrial.AcceleratorChoice: ExpressibleByArgument {}
+
+extension SignatureFinding: CustomStringConvertible {
+    /// One line: the verdict, the key and what the kernel's check returns.
+    public var description: String {
+        var text: String
+        switch verdict {
+        case .valid: text = "valid, by \(certificate ?? "?")" + (certificateSource.map { " (\($0))" } ?? "")
+        case .unknownKey: text = "signed by a key the kernel does not trust" + (key.map { ": \($0)" } ?? "")
+        case .invalid: text = "does not verify" + (key.map { " with \($0)" } ?? "")
+        case .unsigned: text = "unsigned"
+        case .unsupported: text = "cannot be checked" + (key.map { " (\($0))" } ?? "")
+        }
+        return text + " [mod_verify_sig: \(kernelCheck)]"
+    }
+}

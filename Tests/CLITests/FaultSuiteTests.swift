@@ -1,4 +1,5 @@
 import Foundation
+import NVBuildSupport
 import TestSupport
 import Testing
 
@@ -380,6 +381,60 @@ import Testing
             if verdict.status != 0 {
                 #expect(!FileManager.default.fileExists(atPath: output + "/nvfault-1.0"), "a refused package left \(output)")
             }
+        }
+        #expect(tally.problems.isEmpty)
+    }
+
+    // MARK: Trusted certificates
+
+    /// `modules verify --secure-boot --trust CERT` with a damaged certificate (PEM and DER, cut,
+    /// flipped, grown) and a module whose signature trailer is damaged: every run ends with a
+    /// verdict or one error line naming the certificate or the module.
+    @Test func damagedCertificatesAndSignaturesEndCleanly() async throws {
+        let release = try Self.kernelWithImage()
+        let directory = CLI.temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let tally = Tally("certificates")
+        defer {
+            tally.finish()
+            if tally.problems.isEmpty { try? FileManager.default.removeItem(atPath: directory) }
+        }
+        var random = SeededGenerator(seed: Self.seed &+ 7)
+        let made = try await ProcessRunner().run([
+            "openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=nvbuild fault", "-days", "2",
+            "-keyout", directory + "/seed.key", "-out", directory + "/seed.pem",
+        ])
+        try #require(made.succeeded, "openssl req: \(made.standardError)")
+        let der = try await ProcessRunner().run(["openssl", "x509", "-in", directory + "/seed.pem", "-outform", "DER", "-out", directory + "/seed.der"])
+        try #require(der.succeeded)
+        let seeds = [
+            ("pem", Array(try Data(contentsOf: URL(fileURLWithPath: directory + "/seed.pem")))),
+            ("der", Array(try Data(contentsOf: URL(fileURLWithPath: directory + "/seed.der")))),
+        ]
+        let modules = try Self.moduleSeeds(in: directory)
+        let module = directory + "/plain.ko"
+        try Self.write(modules[0].bytes, to: module)
+        for index in 0..<max(6, Self.count / 6) {
+            let (suffix, original) = seeds[index % 2]
+            let certificate = "\(directory)/\(index).\(suffix)"
+            try Self.write(Mutation.damage(original, using: &random), to: certificate)
+            let arguments = ["modules", "verify", "--secure-boot", "--no-mok", "--kernel", release, "--no-deps", "--trust", certificate, module]
+            let verdict = try Self.run(arguments, blaming: [certificate])
+            tally.record(verdict, input: certificate, arguments: arguments)
+            if verdict.problem == nil { unlink(certificate) }
+        }
+        // The signature trailer of a signed module, damaged: its last kilobyte.
+        let signed = modules[0].bytes
+        for index in 0..<max(6, Self.count / 6) {
+            var bytes = signed
+            let tail = Mutation.damage(Array(signed.suffix(1024)), using: &random)
+            bytes.replaceSubrange((signed.count - 1024)..., with: tail)
+            let input = "\(directory)/signature-\(index).ko"
+            try Self.write(bytes, to: input)
+            let arguments = ["modules", "verify", "--secure-boot", "--no-mok", "--kernel", release, "--no-deps", input]
+            let verdict = try Self.run(arguments, blaming: [input])
+            tally.record(verdict, input: input, arguments: arguments)
+            if verdict.problem == nil { unlink(input) }
         }
         #expect(tally.problems.isEmpty)
     }
