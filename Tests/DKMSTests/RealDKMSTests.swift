@@ -116,6 +116,7 @@ struct RealDKMSTests {
         #expect(!package.manifest.contains { $0.path.hasSuffix(".o_binary") || $0.path.contains("_out/") })
         let conf = try String(contentsOfFile: package.confPath, encoding: .utf8)
         #expect(conf.contains("BUILT_MODULE_LOCATION[0]=\"kernel-open\""), "\(conf)")
+        #expect(conf.contains("mokutil --import /var/lib/dkms/mok.pub"))
         #expect(try DKMSLinter.lint(path: package.confPath).isEmpty)
         await cleanUp(name, version)
         do {
@@ -132,6 +133,13 @@ struct RealDKMSTests {
                 if let installed {
                     let vermagic = try await Fixtures.run(["modinfo", "-F", "vermagic", installed])
                     #expect(vermagic.standardOutput.hasPrefix("\(kernel) "))
+                    // DKMS signed it with its MOK, as the package's dkms.conf says; nvbuild reads the same signer.
+                    let signer = try await Fixtures.run(["modinfo", "-F", "signer", installed])
+                    #expect(!signer.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "not signed: \(installed)")
+                    if let binary = Fixtures.nvbuildBinary {
+                        let read = try await Fixtures.run([binary, "inspect", "--field", "signer", installed])
+                        #expect(read.standardOutput == signer.standardOutput)
+                    }
                 }
             }
             let status = try await Fixtures.run(["dkms", "status", name])
