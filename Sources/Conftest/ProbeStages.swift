@@ -11,7 +11,7 @@ enum Toolchain {
     static func require(_ options: ProbeOptions) throws -> CompilerCommand {
         let kernel = options.kernel
         let env = options.environment
-        let compiler = ConftestFlags.compilerCommand(kernel: kernel, override: options.compilerOverride, environment: env)
+        let compiler = ConftestFlags.compilerCommand(kernel: kernel, override: options.compilerOverride, environment: env).launched(options.launch)
         guard compiler.compilerPath(environment: env) != nil else {
             throw UserError(.environment, "the compiler '\(compiler.compiler)' (from \(options.compilerOverride != nil ? "--cc" : env["CC"] != nil ? "CC" : "CONFIG_CC_VERSION_TEXT of \(kernel.configPath)")) is not installed; install it (for Debian kernels: apt-get install gcc-12) or pass --cc")
         }
@@ -216,7 +216,7 @@ struct CompileStage {
         // Union translation units; units they cannot show are compiled alone as soon as
         // that is known, all sharing the job slots (union rounds first).
         var slotted = runner
-        slotted.slots = JobSlots(max(1, jobs))
+        slotted.slots = runner.slots ?? JobSlots(max(1, jobs))
         let solo = slotted
         slotted.urgent = true
         let unionCompiler = UnionCompiler(runner: slotted, preamble: preamble, includeDirectories: CompileRunner.bracketSearchOrder(runner.flags),

@@ -15,10 +15,16 @@ public struct BuildRequest: Sendable {
     public var modules: [String]?
     public var compiler: String?
     public var verbose: Bool
+    /// distcc / ccache in front of the compiler.
+    public var launch: CompilerLaunch
+    /// The job budget this build shares (with the probe and other kernels' builds); when
+    /// they are a jobserver's, make takes its jobs from it instead of running -j`jobs`.
+    public var slots: JobSlots?
 
     public init(
         tree: DriverTree, kernel: KernelTarget, label: String? = nil, buildRoot: String, jobs: Int,
-        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false
+        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false,
+        launch: CompilerLaunch = CompilerLaunch(), slots: JobSlots? = nil
     ) {
         self.tree = tree
         self.kernel = kernel
@@ -28,7 +34,21 @@ public struct BuildRequest: Sendable {
         self.modules = modules
         self.compiler = compiler
         self.verbose = verbose
+        self.launch = launch
+        self.slots = slots
     }
+
+    /// `CC` for Kbuild: the named compiler (else the kernel's own, else Kbuild's default)
+    /// with the launchers asked for; nil leaves CC to KbuildInvocation's default.
+    public var compilerCommand: CompilerCommand? {
+        let named = compiler.flatMap(CompilerCommand.init(parsing:))
+        guard launch.distccHosts != nil || launch.ccache else { return named }
+        let base = named ?? kernel.installedCompiler ?? CompilerCommand(compiler: tree.style == .nvidia ? "cc" : "gcc")
+        return base.launched(launch)
+    }
+
+    /// make's -j: none when make is a client of the shared jobserver.
+    var makeJobs: Int? { slots?.jobserver == nil ? jobs : nil }
 
     public var directory: String { "\(buildRoot)/\(label)" }
     public var buildTree: String { "\(directory)/tree" }
@@ -71,6 +91,8 @@ public struct KernelBuildResult: Sendable, Codable {
     public var command: String?
     public var modules: [ModuleResult]
     public var seconds: Double
+    /// What else the build says about itself (distcc compiles that fell back to this machine).
+    public var notes: [Diagnostic] = []
 
     public static func failed(label: String, release: String, output: String, reason: Diagnostic, logPath: String? = nil) -> KernelBuildResult {
         KernelBuildResult(
@@ -158,7 +180,7 @@ public struct KbuildBuilder: Sendable {
         let invocation = KbuildInvocation.modules(
             tree: request.tree, buildDirectory: request.buildTree, kernel: kernel,
             modules: request.tree.style == .nvidia ? request.modules : nil,
-            jobs: request.jobs, compiler: request.compiler.flatMap(CompilerCommand.init(parsing:)), verbose: request.verbose)
+            jobs: request.makeJobs, compiler: request.compilerCommand, verbose: request.verbose)
         // Interrupted, the folder keeps its marker and loses every .ko, so nothing in it looks finished.
         let buildTree = request.buildTree, directory = request.directory
         let cleanup = Interruption.onStop {
@@ -169,7 +191,7 @@ public struct KbuildBuilder: Sendable {
         defer { if Interruption.received == nil { Interruption.removeOnStop(cleanup) } }
         let status: Int32
         do {
-            status = try await runLogged(invocation, logPath: request.logPath, label: request.label)
+            status = try await runLogged(invocation, logPath: request.logPath, label: request.label, slots: request.slots)
         } catch let error as ProcessRunnerError {
             if case .interrupted = error { return fail(.error("\(error)"), log: request.logPath) }
             unlink(request.incompleteMarker)
@@ -190,9 +212,9 @@ public struct KbuildBuilder: Sendable {
             if !linkable.isEmpty {
                 let relink = KbuildInvocation.modules(
                     tree: request.tree, buildDirectory: request.buildTree, kernel: kernel, modules: linkable.map(\.name),
-                    jobs: request.jobs, compiler: request.compiler.flatMap(CompilerCommand.init(parsing:)), verbose: request.verbose)
+                    jobs: request.makeJobs, compiler: request.compilerCommand, verbose: request.verbose)
                 do {
-                    _ = try await runLogged(relink, logPath: request.logPath, label: request.label, appending: true)
+                    _ = try await runLogged(relink, logPath: request.logPath, label: request.label, slots: request.slots, appending: true)
                 } catch {
                     if Interruption.received != nil { return fail(.error("\(error)"), log: request.logPath) }
                 }
@@ -232,6 +254,9 @@ public struct KbuildBuilder: Sendable {
             succeeded: status == 0 && modules.allSatisfy(\.built), reason: nil, failure: nil,
             logPath: request.logPath, command: invocation.commandLine, modules: modules,
             seconds: Date().timeIntervalSince(started))
+        if request.compilerCommand?.isDistributed == true, let note = Self.distccFallbacks(logPath: request.logPath) {
+            result.notes.append(note)
+        }
         if status != 0 {
             var failure = BuildLog.firstFailure(in: log, buildDirectory: request.buildTree, sourceDirectory: request.tree.path)
             if var f = failure, !f.identifiers.isEmpty, let explain {
@@ -326,9 +351,22 @@ public struct KbuildBuilder: Sendable {
         return nil
     }
 
+    /// distcc's own lines in a build log that say a compile ran on this machine instead of
+    /// the host it was meant for (a host that failed or went away): how many, and the first.
+    static func distccFallbacks(logPath: String) -> Diagnostic? {
+        guard let text = try? String(contentsOfFile: logPath, encoding: .utf8) else { return nil }
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("distcc[") && ($0.contains("running locally") || $0.contains("retrying locally")) }
+        guard !lines.isEmpty else { return nil }
+        let failures = text.split(separator: "\n").first { $0.hasPrefix("distcc[") && $0.contains("ERROR") }
+        let cause = failures.map { String($0.drop { $0 != " " }.dropFirst()) } ?? String(lines[0])
+        return .note("distcc: \(lines.count) compile\(lines.count == 1 ? "" : "s") fell back to this machine (\(cause))", file: logPath)
+    }
+
     /// Runs make through ProcessRunner with its output (stdout and stderr together)
-    /// appended to the log as it arrives, and progress read from the same bytes.
-    private func runLogged(_ invocation: KbuildInvocation, logPath: String, label: String, appending: Bool = false) async throws -> Int32 {
+    /// appended to the log as it arrives, and progress read from the same bytes. With
+    /// shared slots, make holds one while it runs (its own first job) and takes the rest
+    /// from their jobserver.
+    private func runLogged(_ invocation: KbuildInvocation, logPath: String, label: String, slots: JobSlots? = nil, appending: Bool = false) async throws -> Int32 {
         if !appending {
             guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
                 throw UserError(.environment, "\(logPath): cannot create the build log")
@@ -343,13 +381,23 @@ public struct KbuildBuilder: Sendable {
         guard ProcessRunner.lookup(invocation.arguments[0]) != nil else {
             throw UserError(.environment, "make: not found in PATH; install it (apt-get install make)")
         }
-        var watcher = ProgressWatcher(label: label)
         let progress = self.progress
-        return try await ProcessRunner().stream(invocation.arguments, workingDirectory: invocation.workingDirectory, ownProcessGroup: true) { chunk in
-            // A full disk must not stop make half-way; the log is then short, as it was with make writing it.
-            try? log.write(contentsOf: chunk)
-            if let progress, let report = watcher.consume(chunk) { progress(report) }
+        @Sendable func run() async throws -> Int32 {
+            var watcher = ProgressWatcher(label: label)
+            return try await ProcessRunner().stream(
+                slots?.jobserverCommand(invocation.arguments) ?? invocation.arguments, workingDirectory: invocation.workingDirectory,
+                extraEnvironment: invocation.environment, ownProcessGroup: true
+            ) { chunk in
+                // A full disk must not stop make half-way; the log is then short, as it was with make writing it.
+                try? log.write(contentsOf: chunk)
+                if let progress, let report = watcher.consume(chunk) { progress(report) }
+            }
         }
+        guard let slots else { return try await run() }
+        if let jobserver = slots.jobserver {
+            try? log.write(contentsOf: Data("# make takes its jobs from nvbuild's jobserver (\(jobserver.tokens) shared with the probe and every other kernel's build)\n".utf8))
+        }
+        return try await slots.run(run)
     }
 }
 

@@ -28,7 +28,22 @@ struct NVBuild: AsyncParsableCommand {
 
 @main
 enum Main {
+    /// The first word of the internal jobserver entry point (never shown in help).
+    static let jobserverExec = "jobserver-exec"
+
     static func main() async {
+        // Internal: how `nvbuild build` starts make as a client of its jobserver (see
+        // JobSlots.jobserver). Handled before signals are taken over, so make and its
+        // compilers keep the default SIGINT/SIGTERM actions it was spawned with.
+        let words = Array(CommandLine.arguments.dropFirst())
+        if words.first == Self.jobserverExec {
+            guard words.count >= 5, words[3] == "--", let tokens = Int(words[2]) else {
+                Terminal.error("\(Self.jobserverExec): usage: nvbuild \(Self.jobserverExec) FIFO TOKENS -- COMMAND...; it is nvbuild build's own way to start make")
+                exit(2)
+            }
+            Terminal.error(Jobserver.execute(path: words[1], tokens: tokens, arguments: Array(words[4...])))
+            exit(2)
+        }
         Interruption.install(
             stopping: { signal in
                 Terminal.clearStatus()
