@@ -96,7 +96,7 @@ let package = Package(
         .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
         .testTarget(name: "KbuildTests", dependencies: ["TestSupport", "NVBuildSupport", "KernelTree", "ModuleELF", "Kbuild"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "NVBuildSupport", "SourceTree", "DKMS", "Kbuild"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "nvbuild"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "ModuleELF", "nvbuild"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -32,14 +32,21 @@ public struct CompileRunner: Sendable {
     /// The exact command line of a compile in `directory` (the private dir is
     /// on the include path so auxiliary files resolve like conftest.sh's).
     public func compileCommand(directory: String) -> [String] {
-        compiler.argv + flags + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", "conftest.c", "-o", "conftest.o"]
+        compiler.argv + flags + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", sourceName, "-o", "conftest.o"]
     }
+
+    /// The probe source's file name: conftest.c, as conftest.sh names it, except through
+    /// distcc, which compiles every `conftest.*` on this machine (it takes it for an
+    /// autoconf test). Diagnostics name conftest.c either way (`compile`).
+    public var sourceName: String { compiler.isDistributed ? Self.distributedSourceName : "conftest.c" }
+    static let distributedSourceName = "nvbuild-probe.c"
+
 
     public func compile(id: String, source: String, files: [TestDefinition.AuxiliaryFile]) async throws -> (compiled: Bool, diagnostics: String, command: [String], dependencies: [String]) {
         let directory = "\(scratch)/\(id)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try Data(source.utf8).write(to: URL(fileURLWithPath: directory + "/conftest.c"))
+        try Data(source.utf8).write(to: URL(fileURLWithPath: directory + "/" + sourceName))
         for file in files {
             try Data(file.content.utf8).write(to: URL(fileURLWithPath: directory + "/" + file.name))
         }
@@ -49,7 +56,7 @@ public struct CompileRunner: Sendable {
         let compiled = output.succeeded && FileManager.default.fileExists(atPath: directory + "/conftest.o")
         let rule = (try? String(contentsOfFile: directory + "/conftest.d", encoding: .utf8)) ?? ""
         let dependencies = ResultCache.dependencies(fromMakeRule: rule, directory: directory)
-        return (compiled, compiler.isDistributed ? Self.withoutDistccLines(output.standardError) : output.standardError, command, dependencies)
+        return (compiled, compiler.isDistributed ? Self.asLocal(output.standardError) : output.standardError, command, dependencies)
     }
 
     /// The preprocessor output of a source as analysis needs it: include directives
@@ -81,11 +88,13 @@ public struct CompileRunner: Sendable {
         return try await slots.run(urgent: urgent, job)
     }
 
-    /// A compile's messages without distcc's own lines (`distcc[pid] ERROR: compile … failed`),
-    /// so a distributed probe keeps the compiler's diagnostics as a local one would.
-    static func withoutDistccLines(_ text: String) -> String {
+    /// A distributed compile's messages as the local compile prints them: without distcc's
+    /// own lines (`distcc[pid] ERROR: compile … failed`), the source named conftest.c.
+    static func asLocal(_ text: String) -> String {
+        var text = text.replacingOccurrences(of: distributedSourceName, with: "conftest.c")
         guard text.contains("distcc[") else { return text }
-        return text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("distcc[") }.joined(separator: "\n")
+        text = text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("distcc[") }.joined(separator: "\n")
+        return text
     }
 
     /// test_kernel_header for many headers at once, deciding what it can without one run

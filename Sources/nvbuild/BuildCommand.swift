@@ -91,6 +91,9 @@ struct BuildCommand: AsyncParsableCommand {
     @OptionGroup var catalogAndCache: CatalogCacheOptions
 
     func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        // distcc and ccache first: a missing one is named before anything else is looked at.
+        let launch = try Self.launch(distcc: distccHosts, ccache: ccache, environment: environment)
         let driverTree = try DriverTree.load(path: tree)
         let selected = modules.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
         if let selected {
@@ -108,9 +111,7 @@ struct BuildCommand: AsyncParsableCommand {
         let targets = try resolveTargets(tree: driverTree)
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"
-        let environment = ProcessInfo.processInfo.environment
         let compiler = cc ?? environment["CC"].flatMap { $0.isEmpty ? nil : $0 }
-        let launch = try Self.launch(distcc: distccHosts, ccache: ccache, environment: environment)
         // One budget for everything: make's jobs (through the jobserver) and the probe's compiles.
         var budget = jobCount
         if let offered = try await launch.distccConcurrency(environment: environment) { budget = max(budget, offered) }
