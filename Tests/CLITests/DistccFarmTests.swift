@@ -41,14 +41,22 @@ final class DistccFarm {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: arguments[0].contains("/") ? arguments[0] : (ProcessRunner.lookup(arguments[0]) ?? arguments[0]))
         process.arguments = Array(arguments.dropFirst())
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
+        // A file, not a pipe: a daemon keeps the descriptors it was started with, and a pipe
+        // would then never reach its end.
+        let output = FileManager.default.temporaryDirectory.path + "/nvbuild-farm-\(UUID().uuidString).out"
+        guard FileManager.default.createFile(atPath: output, contents: nil), let handle = FileHandle(forWritingAtPath: output) else {
+            return (127, "\(output): cannot create")
+        }
+        defer {
+            try? handle.close()
+            try? FileManager.default.removeItem(atPath: output)
+        }
+        process.standardOutput = handle
+        process.standardError = handle
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch { return (127, "\(arguments[0]): \(error)") }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        return (process.terminationStatus, (try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
     }
 
     init(root: String) {
