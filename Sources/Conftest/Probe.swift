@@ -158,8 +158,10 @@ public enum Prober {
                          (options.tree.path, "{tree}")])
         let identity = try await ResultCache.compilerIdentity(compiler, environment: env)
         let local = compiler.local
-        let sanity = try await SanityChecker(kernel: kernel, compiler: local, environment: env, scratch: scratch,
-                                             cache: cache, compilerIdentity: identity).runAll(config: kernel.config)
+        var sanityChecker = SanityChecker(kernel: kernel, compiler: local, environment: env, scratch: scratch,
+                                          cache: cache, compilerIdentity: identity)
+        sanityChecker.slots = options.slots
+        let sanity = try await sanityChecker.runAll(config: kernel.config)
         clock.lap("sanity")
         try SanityChecker.requirePassed(sanity, kernel: kernel)
 

@@ -33,7 +33,9 @@ enum Toolchain {
         if let hit = options.cache?.lookup(step: factsKey), let decoded = try? JSONDecoder().decode(ConftestFlags.CompilerFacts.self, from: Data(hit.output.utf8)) {
             facts = decoded
         } else {
-            facts = try await ConftestFlags.CompilerFacts.query(compiler: compiler)
+            // Two quick compiler runs, one after the other: one slot of the shared budget.
+            @Sendable func query() async throws -> ConftestFlags.CompilerFacts { try await ConftestFlags.CompilerFacts.query(compiler: compiler) }
+            if let slots = options.slots { facts = try await slots.run(query) } else { facts = try await query() }
             if let encoded = try? JSONEncoder().encode(facts) {
                 options.cache?.store(step: factsKey, ok: true, output: String(decoding: encoded, as: UTF8.self), dependencies: [])
             }

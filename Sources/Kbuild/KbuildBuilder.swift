@@ -351,15 +351,21 @@ public struct KbuildBuilder: Sendable {
         return nil
     }
 
-    /// distcc's own lines in a build log that say a compile ran on this machine instead of
-    /// the host it was meant for (a host that failed or went away): how many, and the first.
+    /// distcc's own lines in a build log: each compile (a distcc process, by its pid) that
+    /// reported an error reaching or hearing from a host, or said it runs locally, was
+    /// compiled on this machine instead (distcc's fallback); how many, and the first cause.
     static func distccFallbacks(logPath: String) -> Diagnostic? {
         guard let text = try? String(contentsOfFile: logPath, encoding: .utf8) else { return nil }
-        let lines = text.split(separator: "\n").filter { $0.hasPrefix("distcc[") && ($0.contains("running locally") || $0.contains("retrying locally")) }
-        guard !lines.isEmpty else { return nil }
-        let failures = text.split(separator: "\n").first { $0.hasPrefix("distcc[") && $0.contains("ERROR") }
-        let cause = failures.map { String($0.drop { $0 != " " }.dropFirst()) } ?? String(lines[0])
-        return .note("distcc: \(lines.count) compile\(lines.count == 1 ? "" : "s") fell back to this machine (\(cause))", file: logPath)
+        var compiles: Set<Substring> = []
+        var cause: String?
+        for line in text.split(separator: "\n") where line.hasPrefix("distcc[") {
+            guard line.contains("ERROR") || line.contains("locally") else { continue }
+            guard let close = line.firstIndex(of: "]") else { continue }
+            compiles.insert(line[..<close])
+            if cause == nil { cause = String(line[line.index(after: close)...]).trimmingCharacters(in: .whitespaces) }
+        }
+        guard !compiles.isEmpty else { return nil }
+        return .note("distcc: \(compiles.count) compile\(compiles.count == 1 ? "" : "s") fell back to this machine (\(cause ?? "")); the build log has distcc's lines", file: logPath)
     }
 
     /// Runs make through ProcessRunner with its output (stdout and stderr together)

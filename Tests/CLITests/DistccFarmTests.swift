@@ -35,28 +35,29 @@ final class DistccFarm {
 
     static var ip: String { ProcessRunner.lookup("ip") ?? "/usr/sbin/ip" }
 
-    /// Runs a command to its end; status and both streams together.
+    /// Runs a command to its end; status and both streams together. Spawned and waited for
+    /// directly: distccd --daemon leaves a child holding whatever descriptors it was given,
+    /// so the output goes to a file, and the process is reaped with waitpid.
     @discardableResult
     static func shell(_ arguments: [String]) -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: arguments[0].contains("/") ? arguments[0] : (ProcessRunner.lookup(arguments[0]) ?? arguments[0]))
-        process.arguments = Array(arguments.dropFirst())
-        // A file, not a pipe: a daemon keeps the descriptors it was started with, and a pipe
-        // would then never reach its end.
         let output = FileManager.default.temporaryDirectory.path + "/nvbuild-farm-\(UUID().uuidString).out"
-        guard FileManager.default.createFile(atPath: output, contents: nil), let handle = FileHandle(forWritingAtPath: output) else {
-            return (127, "\(output): cannot create")
-        }
-        defer {
-            try? handle.close()
-            try? FileManager.default.removeItem(atPath: output)
-        }
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { return (127, "\(arguments[0]): \(error)") }
-        process.waitUntilExit()
-        return (process.terminationStatus, (try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
+        defer { try? FileManager.default.removeItem(atPath: output) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        let program = arguments[0].contains("/") ? arguments[0] : (ProcessRunner.lookup(arguments[0]) ?? arguments[0])
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, program, &actions, nil, &argv, environ)
+        guard spawned == 0 else { return (127, "\(program): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let code: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (code, (try? String(contentsOfFile: output, encoding: .utf8)) ?? "")
     }
 
     init(root: String) {
@@ -245,7 +246,11 @@ struct DistccFarmTests {
         #expect(rows.count == 2 && rows.allSatisfy { $0["succeeded"] as? Bool == true })
         // The rows say that compiles fell back to this machine.
         let notes = rows.flatMap { ($0["notes"] as? [[String: Any]]) ?? [] }.compactMap { $0["message"] as? String }
-        #expect(notes.contains { $0.hasPrefix("distcc: ") && $0.contains("fell back to this machine") }, "\(rows)")
+        let distccLines = kernels.flatMap { kernel in
+            ((try? String(contentsOfFile: "\(root)/killed/\(kernel)/build.log", encoding: .utf8)) ?? "").split(separator: "\n").filter { $0.contains("distcc") }
+        }
+        #expect(notes.contains { $0.hasPrefix("distcc: ") && $0.contains("fell back to this machine") },
+                "notes \(notes); distcc in the logs: \(distccLines.prefix(12).joined(separator: "\n")); \(victim.address) log: \(farm.jobs(of: victim).count) jobs")
     }
 
     /// A missing launcher is one line naming it, exit 2.
