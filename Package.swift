@@ -34,7 +34,7 @@ let package = Package(
             name: "NVBuildSupport",
             dependencies: [.product(name: "Subprocess", package: "swift-subprocess")]
         ),
-        .target(name: "KernelTree", dependencies: ["NVBuildSupport"]),
+        .target(name: "KernelTree", dependencies: ["NVBuildSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "Conftest",
             dependencies: [
@@ -60,6 +60,7 @@ let package = Package(
             dependencies: [
                 "NVBuildSupport", "SourceTree", "KernelTree", "ModuleELF",
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(
@@ -94,7 +95,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
-        .testTarget(name: "KbuildTests", dependencies: ["TestSupport", "NVBuildSupport", "KernelTree", "ModuleELF", "Kbuild"]),
+        .testTarget(name: "KbuildTests", dependencies: ["TestSupport", "NVBuildSupport", "KernelTree", "ModuleELF", "Kbuild", "SourceTree"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "NVBuildSupport", "SourceTree", "DKMS", "Kbuild"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "ModuleELF", "nvbuild"]),
     ],

@@ -103,19 +103,11 @@ public final class ResultCache: Sendable {
         flags.filter { !$0.hasPrefix("-DNV_VERSION_STRING=") }
     }
 
-    /// Identifies the real compiler, never a launcher in front of it: its version text, the
-    /// arguments every compile gets, and its resolved binary's content. `ccache gcc-12`
-    /// and `distcc x86_64-linux-gnu-gcc-12` share gcc-12's results.
+    /// Identifies the real compiler, never a launcher in front of it (`CompilerCommand.identity`):
+    /// `ccache gcc-12` and `distcc x86_64-linux-gnu-gcc-12` share gcc-12's results.
     public static func compilerIdentity(_ compiler: CompilerCommand,
                                         environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> String {
-        var identity = compiler.arguments.joined(separator: "\u{0}") + "\n" + (try await compiler.versionText(environment: environment))
-        if let path = compiler.compilerPath(environment: environment) {
-            let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-            if let data = FileManager.default.contents(atPath: resolved) {
-                identity += SHA256.hash(data: data).hexString
-            }
-        }
-        return identity
+        try await compiler.identity(environment: environment)
     }
 
     // MARK: Keys

@@ -15,6 +15,12 @@ public struct DKMSPackageSpec: Sendable, Equatable {
     /// (DKMS's own `${parallel_jobs}`: its `-j` option, else that machine's CPU count).
     public var jobs: Int?
     public var destination: String
+    /// For NVIDIA's whole source package: its Kbuild tree (`kernel-open`), where the
+    /// modules are built; the package's top-level make builds the cores first. Empty for a
+    /// package of a Kbuild tree.
+    public var kbuildDirectory: String
+    /// The Kbuild tree requests conftest results, which nvbuild's probe writes when installed.
+    public var probes: Bool
 
     public init(name: String, version: String, tree: DriverTree, jobs: Int? = nil, destination: String = "/updates/dkms") {
         self.name = name
@@ -24,6 +30,20 @@ public struct DKMSPackageSpec: Sendable, Equatable {
         self.rejectsPreemptRT = tree.rejectsPreemptRT
         self.jobs = jobs
         self.destination = destination
+        self.kbuildDirectory = ""
+        self.probes = tree.requestsConftest
+    }
+
+    /// A package of NVIDIA's whole source package: the modules are built in its Kbuild tree.
+    public init(name: String, version: String, fullTree: FullTree, jobs: Int? = nil, destination: String = "/updates/dkms") {
+        self.init(name: name, version: version, tree: fullTree.kbuildTree, jobs: jobs, destination: destination)
+        kbuildDirectory = fullTree.kbuildDirectory
+        modules = fullTree.kbuildTree.modules.map { module in
+            var m = module
+            m.location = module.location.isEmpty ? fullTree.kbuildDirectory : "\(fullTree.kbuildDirectory)/\(module.location)"
+            m.kbuildFile = "\(fullTree.kbuildDirectory)/\(module.kbuildFile)"
+            return m
+        }
     }
 
     /// The longest --name or --version: `.<name>-<version>.tmp-<pid>`, the staging folder
@@ -66,8 +86,11 @@ public enum DKMSPackager {
         let modules: [[String: Any]] = spec.modules.enumerated().map { i, m in
             ["index": i, "name": m.name, "location": m.location, "destination": spec.destination]
         }
+        let fullTree = !spec.kbuildDirectory.isEmpty
         let context: [String: Any] = [
-            "name": spec.name, "version": spec.version, "modules": modules, "nvidia": spec.nvidiaStyle,
+            "name": spec.name, "version": spec.version, "modules": modules,
+            "nvidia": spec.nvidiaStyle && !fullTree, "plain": !spec.nvidiaStyle && !fullTree,
+            "fullTree": fullTree, "kbuildDirectory": spec.kbuildDirectory, "probes": spec.probes,
             "rejectsPreemptRT": spec.rejectsPreemptRT, "jobs": spec.jobs.map(String.init) ?? "${parallel_jobs}", "generator": generator,
         ]
         return compiled.render(context)
@@ -101,9 +124,13 @@ public enum DKMSPackager {
     /// the folder and the tarball are the same bytes on every run and machine: every
     /// mtime is that time, modes are 0644/0755 (0755 where any execute bit was set),
     /// tar entries are sorted, owned by 0:0 and compressed without a timestamp.
+    ///
+    /// With `fullTree` (NVIDIA's whole source package, whose Kbuild tree is `tree`) the
+    /// package holds the whole package root: the cores' sources, which the package's own
+    /// make builds on the target, and the Kbuild tree without its `_binary` links.
     public static func package(
         tree: DriverTree, spec: DKMSPackageSpec, outputRoot: String, tarball: String? = nil,
-        template: String? = nil, generator: String = "", sourceDateEpoch: Int? = nil
+        template: String? = nil, generator: String = "", sourceDateEpoch: Int? = nil, fullTree: FullTree? = nil
     ) async throws -> Output {
         try spec.validate()
         let conf = try renderConf(spec, template: template, generator: generator)
@@ -115,9 +142,17 @@ public enum DKMSPackager {
         }
         // The tree's own dkms.conf is replaced by the rendered one. Scanned before
         // anything is written, so a refused symlink leaves no output folder.
-        let sources = try TreeMirror(scanning: tree.path, excludingTopLevel: ["dkms.conf"], binaryCores: Set(tree.binaryCores))
+        let sources: TreeMirror
+        if let fullTree {
+            // The package's make builds the cores and links them: a prebuilt core left in the
+            // tree by an earlier build is not shipped in place of the sources.
+            sources = try TreeMirror(scanning: fullTree.root, excludingTopLevel: ["dkms.conf"],
+                                     excludingPaths: Set(fullTree.cores.map { "\(fullTree.kbuildDirectory)/\($0.binaryPath)" }))
+        } else {
+            sources = try TreeMirror(scanning: tree.path, excludingTopLevel: ["dkms.conf"], binaryCores: Set(tree.binaryCores))
+        }
         // A core the Kbuild links but the tree lacks would fail only in the user's DKMS build.
-        for core in tree.binaryCores where !sources.entries.contains(where: { $0.relativePath == core && $0.kind == .file }) {
+        for core in tree.binaryCores where fullTree == nil && !sources.entries.contains(where: { $0.relativePath == core && $0.kind == .file }) {
             throw UserError(.failed, "\(tree.path)/\(core): missing; the tree's Kbuild links this binary core into its module, so a package without it cannot build (build NVIDIA's full tree first — `make` at the top of open-gpu-kernel-modules — or package a tree that holds the core)")
         }
         let fm = FileManager.default
@@ -140,7 +175,7 @@ public enum DKMSPackager {
             throw UserError.fileSystem(cannot: "write the package in", outputRoot, error, remedy: "choose another --output")
         }
         if let sourceDateEpoch { try normalize(staging, mtime: sourceDateEpoch) }
-        try checkModuleLocations(spec, in: staging, tree: tree.path)
+        try checkModuleLocations(spec, in: staging, tree: fullTree?.root ?? tree.path)
         let manifest = try Self.manifest(of: staging)
 
         var tarballPath: String?

@@ -20,12 +20,16 @@ public struct BuildRequest: Sendable {
     /// The job budget this build shares (with the probe and other kernels' builds); when
     /// they are a jobserver's, make takes its jobs from it instead of running -j`jobs`.
     public var slots: JobSlots?
+    /// Files the build copy takes from elsewhere, by tree-relative path: the binary cores
+    /// `CoreBuilder` built from a full tree.
+    public var providedFiles: [String: String]
 
     public init(
         tree: DriverTree, kernel: KernelTarget, label: String? = nil, buildRoot: String, jobs: Int,
         modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false,
-        launch: CompilerLaunch = CompilerLaunch(), slots: JobSlots? = nil
+        launch: CompilerLaunch = CompilerLaunch(), slots: JobSlots? = nil, providedFiles: [String: String] = [:]
     ) {
+        self.providedFiles = providedFiles
         self.tree = tree
         self.kernel = kernel
         self.label = label ?? kernel.release
@@ -93,6 +97,8 @@ public struct KernelBuildResult: Sendable, Codable {
     public var seconds: Double
     /// What else the build says about itself (distcc compiles that fell back to this machine).
     public var notes: [Diagnostic] = []
+    /// The OS-agnostic cores linked into this build, for a full tree (built once, shared by every kernel).
+    public var cores: BuiltCores?
 
     public static func failed(label: String, release: String, output: String, reason: Diagnostic, logPath: String? = nil) -> KernelBuildResult {
         KernelBuildResult(
@@ -152,7 +158,8 @@ public struct KbuildBuilder: Sendable {
         progress?(BuildProgress(label: request.label, phase: .preparing, compiledObjects: 0, lastItem: nil))
         do {
             // Scanned before anything is written: a refused symlink leaves no build folder behind.
-            let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles, binaryCores: Set(request.tree.binaryCores))
+            let mirror = try TreeMirror(scanning: request.tree.path, outsideLinks: .copyFiles, binaryCores: Set(request.tree.binaryCores),
+                                        providedFiles: request.providedFiles)
             try FileManager.default.createDirectory(atPath: request.directory, withIntermediateDirectories: true)
             if FileManager.default.fileExists(atPath: request.incompleteMarker) {
                 try? FileManager.default.removeItem(atPath: request.buildTree)

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import NVBuildSupport
 
@@ -145,6 +146,20 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
     public func versionText(environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> String {
         let output = try await ProcessRunner(environment: environment).run([compilerPath(environment: environment) ?? compiler] + arguments + ["--version"])
         return Self.versionWithoutName(output.standardOutput)
+    }
+
+    /// Identifies the real compiler, never a launcher in front of it: the arguments every
+    /// compile gets, its version text and its resolved binary's content. What caches of
+    /// compiled results (conftest outcomes, the OS-agnostic cores) are keyed by.
+    public func identity(environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> String {
+        var identity = arguments.joined(separator: "\u{0}") + "\n" + (try await versionText(environment: environment))
+        if let path = compilerPath(environment: environment) {
+            let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+            if let data = FileManager.default.contents(atPath: resolved) {
+                identity += SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+            }
+        }
+        return identity
     }
 
     /// `gcc-12 (Debian 12.2.0-14) 12.2.0` and `x86_64-linux-gnu-gcc-12 (Debian …) …` are one

@@ -54,6 +54,25 @@ public struct DriverTree: Sendable, Equatable, Codable {
         self.binaryCores = binaryCores
     }
 
+    /// The binary cores the Kbuild links that the tree does not hold: absent, or a link
+    /// whose target does not exist (NVIDIA's top-level make links them into `src/…/_out`).
+    public func missingBinaryCores() -> [String] {
+        binaryCores.filter { core in
+            var st = stat()
+            return stat("\(path)/\(core)", &st) != 0 || st.st_mode & S_IFMT != S_IFREG
+        }
+    }
+
+    /// Refuses a Kbuild tree whose binary cores are missing, before anything compiles:
+    /// make would only say "No rule to make target" after compiling everything else.
+    public func checkBinaryCores() throws(UserError) {
+        let missing = missingBinaryCores()
+        guard !missing.isEmpty else { return }
+        let files = missing.map { "\(path)/\($0)" }.joined(separator: ", ")
+        let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        throw UserError(.environment, "\(files): missing; the tree's Kbuild links \(missing.count == 1 ? "this binary core" : "these binary cores") into its modules. Build the full tree instead (nvbuild build --tree \(parent), the root of open-gpu-kernel-modules, builds the cores once), or place the prebuilt _binary objects there")
+    }
+
     /// `$(src)/PATH.o_binary` words outside comments: the Kbuild's binary objects.
     static func binaryCores(in text: String) -> [String] {
         var cores: [String] = []

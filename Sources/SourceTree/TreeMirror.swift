@@ -51,9 +51,16 @@ public struct TreeMirror: Sendable {
     /// into its `src/…/_out` folders, outside `kernel-open/`. Such a link is copied from its
     /// target, whatever the outside-link rule; a dangling one is refused with the remedy.
     public var binaryCores: Set<String>
+    /// Files the copy takes from elsewhere instead of the tree, by relative path (the cores
+    /// `nvbuild build` built from a full tree): whatever the tree holds there — a file, a
+    /// link, or nothing — is not read.
+    public var providedFiles: [String: String]
+    /// Relative paths left out wherever they are (a full tree's package leaves out the
+    /// `_binary` links its own make recreates from the cores it builds).
+    public var excludedPaths: Set<String>
 
     public init(scanning path: String, excludingTopLevel: Set<String> = [], outsideLinks: OutsideLinks = .refuse,
-                binaryCores: Set<String> = []) throws {
+                binaryCores: Set<String> = [], providedFiles: [String: String] = [:], excludingPaths: Set<String> = []) throws {
         guard let real = Self.realPath(path) else {
             throw UserError(.usage, "\(path): cannot read the tree: \(String(cString: strerror(errno)))")
         }
@@ -61,7 +68,16 @@ public struct TreeMirror: Sendable {
         entries = []
         self.outsideLinks = outsideLinks
         self.binaryCores = binaryCores
+        self.providedFiles = providedFiles
+        self.excludedPaths = excludingPaths
         try scan(directory: real, relative: "", ancestors: [real], excluding: excludingTopLevel)
+        for (relative, source) in providedFiles.sorted(by: { $0.key < $1.key }) {
+            let parent = (relative as NSString).deletingLastPathComponent
+            guard parent.isEmpty || entries.contains(where: { $0.relativePath == parent && $0.kind == .directory }) else {
+                throw UserError(.usage, "\(root)/\(parent): missing; it should hold \((relative as NSString).lastPathComponent)")
+            }
+            entries.append(Entry(relativePath: relative, kind: .file, source: source))
+        }
     }
 
     // MARK: The build-product filter
@@ -69,7 +85,8 @@ public struct TreeMirror: Sendable {
     /// Directories never copied: nvbuild's own folder, Kbuild's scratch folder,
     /// version-control metadata, and the conftest/ output at the top (the probe or
     /// the tree's own Kbuild writes it afresh for each kernel).
-    static let excludedDirectories: Set<String> = [".nvbuild", ".tmp_versions", ".git", ".hg", ".svn"]
+    /// `_out` is where NVIDIA's core makefiles write their objects (`src/nvidia/_out/…`).
+    static let excludedDirectories: Set<String> = [".nvbuild", ".tmp_versions", ".git", ".hg", ".svn", "_out"]
     /// File names Kbuild writes next to the sources: objects, modules (also
     /// compressed), .mod/.mod.c, modules.order, Module.symvers.
     /// Version-control files a checkout carries beside the sources: they describe the
@@ -106,6 +123,7 @@ public struct TreeMirror: Sendable {
             if atTop && excluding.contains(name) { continue }
             let path = "\(directory)/\(name)"
             let rel = atTop ? name : "\(relative)/\(name)"
+            if providedFiles[rel] != nil || excludedPaths.contains(rel) { continue }
             var st = stat()
             guard lstat(path, &st) == 0 else { continue }
             var type = st.st_mode & S_IFMT

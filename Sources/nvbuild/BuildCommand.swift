@@ -26,7 +26,17 @@ struct BuildCommand: AsyncParsableCommand {
             nvidia/nv-kernel.o_binary, a link into the full tree's src/…/_out) is copied from its \
             target. `dkms package` refuses every other link leaving the tree.
 
+            --tree may be NVIDIA's whole source package (the root of open-gpu-kernel-modules, \
+            recognised by its top-level Makefile): its OS-agnostic cores (src/nvidia's \
+            nv-kernel.o, src/nvidia-modeset's nv-modeset-kernel.o) are built once with their own \
+            makefiles — they read no kernel header — into the cache (<cache>/cores, keyed by \
+            their sources, make variables and compiler; --no-cache rebuilds them), and kernel-open/ \
+            is built for each kernel with them. A Kbuild tree whose Kbuild links a core it does \
+            not hold (kernel-open/ without nv-kernel.o_binary) is refused before anything \
+            compiles (exit 2), naming the missing files.
+
             Where things go (BUILD_DIR is --build-dir, default <tree>/.nvbuild/build):
+              BUILD_DIR/cores.log             the cores' make output (full trees, when built)
               BUILD_DIR/<release>/build.log   full make output for that kernel
               BUILD_DIR/<release>/tree/       the copy make builds in; the .ko files land here
               BUILD_DIR/<release>/INCOMPLETE  present while make runs and after an interrupted build
@@ -65,6 +75,7 @@ struct BuildCommand: AsyncParsableCommand {
               nvbuild build --tree . --kernel all --cc "ccache x86_64-linux-gnu-gcc-12"
               nvbuild build --tree . --kernel all --kernel-output /tmp/linux-headers-copy
               nvbuild build --tree kernel-open --kernel all --distcc "worker1/8 worker2/8" --ccache
+              nvbuild build --tree open-gpu-kernel-modules --kernel all
             Exit status: 0 all kernels built; 1 a build failed; 2 usage or environment error.
             """
     )
@@ -94,7 +105,10 @@ struct BuildCommand: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         // distcc and ccache first: a missing one is named before anything else is looked at.
         let launch = try Self.launch(distcc: distccHosts, ccache: ccache, environment: environment)
-        let driverTree = try DriverTree.load(path: tree)
+        // NVIDIA's whole source package: its OS-agnostic cores are built once (below) and
+        // its Kbuild tree (kernel-open/) is what each kernel builds.
+        let fullTree = try FullTree.detect(path: tree)
+        let driverTree = try fullTree?.kbuildTree ?? DriverTree.load(path: tree)
         let selected = modules.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
         if let selected {
             let unknown = selected.filter { !driverTree.moduleNames.contains($0) }
@@ -105,13 +119,22 @@ struct BuildCommand: AsyncParsableCommand {
                 throw UserError(.usage, "--modules needs a tree whose Makefile selects modules (NV_KERNEL_MODULES); \(driverTree.path) builds every obj-m module together")
             }
         }
+        // A Kbuild tree without the cores it links fails here, before anything compiles.
+        if fullTree == nil { try driverTree.checkBinaryCores() }
         // The per-kernel copies refuse the same links; checking once here makes a tree
         // that cannot be copied a failure (exit 1) before any kernel is tried.
-        _ = try TreeMirror(scanning: driverTree.path, outsideLinks: .copyFiles, binaryCores: Set(driverTree.binaryCores))
+        let coreSlots = Dictionary(uniqueKeysWithValues: (fullTree?.cores ?? []).map { ($0.binaryPath, "/dev/null") })
+        _ = try TreeMirror(scanning: driverTree.path, outsideLinks: .copyFiles, binaryCores: Set(driverTree.binaryCores),
+                           providedFiles: coreSlots)
         let targets = try resolveTargets(tree: driverTree)
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
-        let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? "\(driverTree.path)/.nvbuild/build"
+        let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+            ?? "\(fullTree?.root ?? driverTree.path)/.nvbuild/build"
         let compiler = cc ?? environment["CC"].flatMap { $0.isEmpty ? nil : $0 }
+        var cores: BuiltCores?
+        if let fullTree, targets.contains(where: { if case .kernel = $0 { true } else { false } }) {
+            cores = try await buildCores(fullTree, buildRoot: root, jobs: jobCount, compiler: compiler)
+        }
         // One budget for everything: make's jobs (through the jobserver) and the probe's compiles.
         var budget = jobCount
         if let offered = try await launch.distccConcurrency(environment: environment) { budget = max(budget, offered) }
@@ -151,7 +174,8 @@ struct BuildCommand: AsyncParsableCommand {
                 }
                 requests.append((index, BuildRequest(
                     tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: budget,
-                    modules: selected, compiler: compiler, verbose: verbose, launch: launch, slots: slots)))
+                    modules: selected, compiler: compiler, verbose: verbose, launch: launch, slots: slots,
+                    providedFiles: cores?.objects ?? [:])))
             }
         }
         board?.start(requests.map(\.request.label))
@@ -160,7 +184,9 @@ struct BuildCommand: AsyncParsableCommand {
             for (index, request) in requests {
                 group.addTask { (index, await builder.build(request)) }
             }
-            for await (index, result) in group {
+            for await (index, built) in group {
+                var result = built
+                result.cores = cores
                 // Stopped by SIGINT/SIGTERM: the handler reports and exits; this row is no result.
                 if Interruption.received != nil { await Interruption.parkUntilExit() }
                 if let board {
@@ -215,6 +241,25 @@ struct BuildCommand: AsyncParsableCommand {
     /// This program, for the jobserver's make helper.
     static var executablePath: String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    /// The full tree's OS-agnostic cores, once for every kernel: from the cache
+    /// (`<cache>/cores`, keyed by their sources and compiler), else built by their own make.
+    private func buildCores(_ fullTree: FullTree, buildRoot: String, jobs: Int, compiler: String?) async throws -> BuiltCores {
+        let environment = ProcessInfo.processInfo.environment
+        let cacheRoot = catalogAndCache.cacheDir ?? ResultCache.defaultDirectory(environment: environment)
+        let builder = CoreBuilder(cacheDirectory: cacheRoot + "/cores", jobs: jobs,
+                                  compiler: compiler.flatMap(CompilerCommand.init(parsing:)))
+        if catalogAndCache.noCache { try? FileManager.default.removeItem(atPath: cacheRoot + "/cores/" + (try await builder.cacheKey(for: fullTree))) }
+        if !json { Terminal.status("building the OS-agnostic cores (\(fullTree.cores.map(\.objectName).joined(separator: ", ")))") }
+        let cores = try await builder.build(fullTree, logPath: buildRoot + "/cores.log")
+        if !json {
+            Terminal.clearStatus()
+            let what = fullTree.cores.map(\.objectName).joined(separator: ", ")
+            Terminal.note(cores.reused ? "cores \(what): reused from the cache (key \(cores.key.prefix(12)))"
+                                       : "cores \(what): built in \(String(format: "%.1f", cores.seconds)) s, log: \(buildRoot)/cores.log")
+        }
+        return cores
     }
 
     /// The build folder name: the release for an installed kernel, plus a tag of the

@@ -25,7 +25,12 @@ struct DKMSPackageCommand: AsyncParsableCommand {
             tree are copied as the files they point to, a binary core the Kbuild links (NVIDIA's \
             nv-kernel.o_binary) from its target, and a dangling, absolute or tree-leaving \
             symlink is refused (exit 1) before anything is written, as is a missing binary core \
-            or a BUILT_MODULE_LOCATION the package would lack. --json lists the manifest. MAKE[0] runs make with DKMS's own \
+            or a BUILT_MODULE_LOCATION the package would lack. --tree may be NVIDIA's whole \
+            source package (the root of open-gpu-kernel-modules): the package then holds it \
+            whole, without build outputs (_out/) or _binary links, and its MAKE[0] runs the \
+            top-level make, which builds the OS-agnostic cores and then kernel-open/ for the \
+            kernel (after `nvbuild probe --tree kernel-open` where nvbuild is installed). \
+            --json lists the manifest. MAKE[0] runs make with DKMS's own \
             ${parallel_jobs} (dkms -j, else the CPU count of the machine that builds it) unless \
             --jobs fixes a count. With SOURCE_DATE_EPOCH set, the folder and the tarball are \
             reproducible: the same bytes on every run and machine.
@@ -49,14 +54,15 @@ struct DKMSPackageCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of text: the package folder, its modules, lint findings and the manifest (path, mode, size, sha256 of every file).") var json = false
 
     func run() async throws {
-        let driverTree = try DriverTree.load(path: tree)
+        // NVIDIA's whole source package is packaged whole: its make builds the cores on the target.
+        let fullTree = try FullTree.detect(path: tree)
+        let driverTree = try fullTree?.kbuildTree ?? DriverTree.load(path: tree)
         var templateText: String?
         if let template {
             templateText = try TextFile.read(template, kind: .usage, remedy: "pass a readable .mustache file")
         }
-        let spec = DKMSPackageSpec(
-            name: name, version: version, tree: driverTree,
-            jobs: jobs, destination: destModuleLocation)
+        let spec = fullTree.map { DKMSPackageSpec(name: name, version: version, fullTree: $0, jobs: jobs, destination: destModuleLocation) }
+            ?? DKMSPackageSpec(name: name, version: version, tree: driverTree, jobs: jobs, destination: destModuleLocation)
         // The reproducible-builds convention: a fixed time makes the package the same bytes anywhere.
         var sourceDateEpoch: Int?
         if let text = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"], !text.isEmpty {
@@ -67,7 +73,7 @@ struct DKMSPackageCommand: AsyncParsableCommand {
         }
         let result = try await DKMSPackager.package(
             tree: driverTree, spec: spec, outputRoot: output, tarball: tarball, template: templateText, generator: NVBuild.version,
-            sourceDateEpoch: sourceDateEpoch)
+            sourceDateEpoch: sourceDateEpoch, fullTree: fullTree)
         if json {
             struct Report: Encodable {
                 var directory: String

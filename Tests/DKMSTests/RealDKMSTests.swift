@@ -101,6 +101,50 @@ struct RealDKMSTests {
         await cleanUp(name, version)
     }
 
+    /// A whole source package (the full-tree fixture, NVIDIA's layout): the package holds the
+    /// core's sources, and DKMS's build runs the package's make, which builds the core and
+    /// then the Kbuild tree for each kernel; the installed module carries the core's code.
+    @Test func fullTreeBuildsItsCoreAndInstallsForBothKernels() async throws {
+        let name = Self.uniqueName("fulltree"), version = "1.0"
+        let out = try Fixtures.temporaryDirectory("dkms-fulltree")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let fullTree = try #require(try FullTree.detect(path: Fixtures.repository + "/Tests/Fixtures/full-tree"))
+        let package = try await DKMSPackager.package(
+            tree: fullTree.kbuildTree, spec: DKMSPackageSpec(name: name, version: version, fullTree: fullTree),
+            outputRoot: out, fullTree: fullTree)
+        #expect(FileManager.default.fileExists(atPath: package.directory + "/src/nvcore/nvcore.c"))
+        #expect(!package.manifest.contains { $0.path.hasSuffix(".o_binary") || $0.path.contains("_out/") })
+        let conf = try String(contentsOfFile: package.confPath, encoding: .utf8)
+        #expect(conf.contains("BUILT_MODULE_LOCATION[0]=\"kernel-open\""), "\(conf)")
+        #expect(try DKMSLinter.lint(path: package.confPath).isEmpty)
+        await cleanUp(name, version)
+        do {
+            let add = try await Fixtures.run(["dkms", "add", package.directory])
+            #expect(add.succeeded, "\(add.standardOutput)\(add.standardError)")
+            for kernel in Fixtures.kernels {
+                let build = try await Fixtures.run(["dkms", "build", "\(name)/\(version)", "-k", kernel])
+                #expect(build.succeeded, "dkms build -k \(kernel): \(build.standardOutput)\(build.standardError)")
+                let install = try await Fixtures.run(["dkms", "install", "\(name)/\(version)", "-k", kernel])
+                #expect(install.succeeded, "dkms install -k \(kernel): \(install.standardOutput)\(install.standardError)")
+                let installed = ["", ".xz", ".zst", ".gz"].map { "/lib/modules/\(kernel)/updates/dkms/nvcoreuser.ko\($0)" }
+                    .first { FileManager.default.fileExists(atPath: $0) }
+                #expect(installed != nil, "nvcoreuser not installed for \(kernel)")
+                if let installed {
+                    let vermagic = try await Fixtures.run(["modinfo", "-F", "vermagic", installed])
+                    #expect(vermagic.standardOutput.hasPrefix("\(kernel) "))
+                }
+            }
+            let status = try await Fixtures.run(["dkms", "status", name])
+            for kernel in Fixtures.kernels {
+                #expect(status.standardOutput.contains("\(name)/\(version), \(kernel), x86_64: installed"), "\(status.standardOutput)")
+            }
+        } catch {
+            await cleanUp(name, version)
+            throw error
+        }
+        await cleanUp(name, version)
+    }
+
     @Test func ldtarballAcceptsTheTarball() async throws {
         let name = Self.uniqueName("tarball"), version = "2.0"
         let out = try Fixtures.temporaryDirectory("dkms-tarball")
