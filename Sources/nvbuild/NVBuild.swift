@@ -88,7 +88,9 @@ enum Main {
         } catch where !isArgumentParserError(error) {
             // Whatever a library let through, in the project's words: Foundation's own text
             // (`Error Domain=… UserInfo={…}`) never reaches the user. A file-system error is
-            // the environment's (exit 2), anything else a failure.
+            // the environment's (exit 2), anything else a failure. After SIGINT/SIGTERM (a
+            // process that reported `interrupted`), the handler decides the exit status.
+            if Interruption.received != nil { await Interruption.parkUntilExit() }
             Terminal.error(UserError.describe(error))
             exit(FileSystemError.isFoundation(error) ? 2 : 1)
         } catch {
