@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "ModuleGraphTests", dependencies: ["TestSupport", "ModuleGraph", "ModuleELF", "KernelTree", "CKmod"]),
         .testTarget(name: "KbuildTests", dependencies: ["TestSupport", "NVBuildSupport", "KernelTree", "ModuleELF", "Kbuild", "SourceTree"]),
         .testTarget(name: "DKMSTests", dependencies: ["TestSupport", "NVBuildSupport", "SourceTree", "DKMS", "Kbuild"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "KernelTree", "Kbuild", "nvbuild"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "NVBuildSupport", "KernelTree", "Kbuild", "ModuleELF", "nvbuild"]),
     ],
     swiftLanguageModes: [.v6]
 )

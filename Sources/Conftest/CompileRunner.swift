@@ -5,7 +5,11 @@ import NVBuildSupport
 /// Runs conftest compiles, each in its own private directory, never through a
 /// shell, keeping every diagnostic.
 public struct CompileRunner: Sendable {
+    /// The command of compile probes (distcc, when asked for, distributes them).
     public var compiler: CompilerCommand
+    /// The command of steps that run here whatever the launchers: preprocessing and
+    /// header presence (distcc preprocesses locally and would only add a round trip).
+    public var localCompiler: CompilerCommand
     public var flags: [String]
     public var runner: ProcessRunner
     /// A private scratch directory this run owns (removed by the caller).
@@ -19,6 +23,7 @@ public struct CompileRunner: Sendable {
 
     public init(compiler: CompilerCommand, flags: [String], scratch: String, runner: ProcessRunner = ProcessRunner()) {
         self.compiler = compiler
+        self.localCompiler = compiler.local
         self.flags = flags
         self.scratch = scratch
         self.runner = runner
@@ -27,23 +32,31 @@ public struct CompileRunner: Sendable {
     /// The exact command line of a compile in `directory` (the private dir is
     /// on the include path so auxiliary files resolve like conftest.sh's).
     public func compileCommand(directory: String) -> [String] {
-        compiler.argv + flags + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", "conftest.c", "-o", "conftest.o"]
+        compiler.argv + flags + ["-I\(directory)", "-MD", "-MF", "conftest.d", "-c", sourceName, "-o", "conftest.o"]
     }
+
+    /// The probe source's file name: conftest.c, as conftest.sh names it, except through
+    /// distcc, which compiles every `conftest.*` on this machine (it takes it for an
+    /// autoconf test). Diagnostics name conftest.c either way (`compile`).
+    public var sourceName: String { compiler.isDistributed ? Self.distributedSourceName : "conftest.c" }
+    static let distributedSourceName = "nvbuild-probe.c"
+
 
     public func compile(id: String, source: String, files: [TestDefinition.AuxiliaryFile]) async throws -> (compiled: Bool, diagnostics: String, command: [String], dependencies: [String]) {
         let directory = "\(scratch)/\(id)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try Data(source.utf8).write(to: URL(fileURLWithPath: directory + "/conftest.c"))
+        try Data(source.utf8).write(to: URL(fileURLWithPath: directory + "/" + sourceName))
         for file in files {
             try Data(file.content.utf8).write(to: URL(fileURLWithPath: directory + "/" + file.name))
         }
         let command = compileCommand(directory: directory)
-        let output = try await limited { try await runner.run(command, workingDirectory: directory) }
+        let environment = compiler.environment
+        let output = try await limited { try await runner.run(command, workingDirectory: directory, extraEnvironment: environment) }
         let compiled = output.succeeded && FileManager.default.fileExists(atPath: directory + "/conftest.o")
         let rule = (try? String(contentsOfFile: directory + "/conftest.d", encoding: .utf8)) ?? ""
         let dependencies = ResultCache.dependencies(fromMakeRule: rule, directory: directory)
-        return (compiled, output.standardError, command, dependencies)
+        return (compiled, compiler.isDistributed ? Self.asLocal(output.standardError) : output.standardError, command, dependencies)
     }
 
     /// The preprocessor output of a source as analysis needs it: include directives
@@ -56,17 +69,32 @@ public struct CompileRunner: Sendable {
         // Standard output to a file: gcc deletes an -o file when probe code has errors (a macro
         // given the wrong arguments), yet the output is complete and those probes fail in the
         // compile too.
-        let command = compiler.argv + flags + ["-I\(directory)", "-E", "-dI", "-dD", "conftest.c"]
+        let command = localCompiler.argv + flags + ["-I\(directory)", "-E", "-dI", "-dD", "conftest.c"]
         let output = directory + "/conftest.i"
-        _ = try await limited { try await runner.run(command, workingDirectory: directory, standardOutputPath: output) }
+        let environment = localCompiler.environment
+        _ = try await limited { try await runner.run(command, workingDirectory: directory, extraEnvironment: environment, standardOutputPath: output) }
         guard let data = FileManager.default.contents(atPath: output), !data.isEmpty else { return nil }
         return [UInt8](data)
     }
 
     private func limited(_ job: @Sendable () async throws -> ProcessOutput) async throws -> ProcessOutput {
         _ = runs.increment()
+        return try await slotted(job)
+    }
+
+    /// Holds a job slot while `job` runs, when there are slots.
+    private func slotted(_ job: @Sendable () async throws -> ProcessOutput) async throws -> ProcessOutput {
         guard let slots else { return try await job() }
         return try await slots.run(urgent: urgent, job)
+    }
+
+    /// A distributed compile's messages as the local compile prints them: without distcc's
+    /// own lines (`distcc[pid] ERROR: compile … failed`), the source named conftest.c.
+    static func asLocal(_ text: String) -> String {
+        var text = text.replacingOccurrences(of: distributedSourceName, with: "conftest.c")
+        guard text.contains("distcc[") else { return text }
+        text = text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.hasPrefix("distcc[") }.joined(separator: "\n")
+        return text
     }
 
     /// test_kernel_header for many headers at once, deciding what it can without one run
@@ -99,8 +127,9 @@ public struct CompileRunner: Sendable {
         try Data(text.utf8).write(to: URL(fileURLWithPath: directory + "/presence.c"))
         // -MG lists missing files instead of stopping at them; other errors (a header that
         // does not preprocess on its own) do not matter: such a header is present too.
-        let command = compiler.argv + ["-E", "-M", "-MG"] + extra + flags + ["presence.c"]
-        let output = try await limited { try await runner.run(command, workingDirectory: directory) }
+        let command = localCompiler.argv + ["-E", "-M", "-MG"] + extra + flags + ["presence.c"]
+        let environment = localCompiler.environment
+        let output = try await limited { try await runner.run(command, workingDirectory: directory, extraEnvironment: environment) }
         guard let entries = ResultCache.prerequisites(ofMakeRule: output.standardOutput), !entries.isEmpty,
               entries.allSatisfy({ $0.hasPrefix("/") || $0 == "presence.c" }) else { return decided }
         let deps = entries.filter { $0.hasPrefix("/") }
@@ -134,15 +163,16 @@ public struct CompileRunner: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Data("#include <\(header)>\n".utf8).write(to: URL(fileURLWithPath: directory + "/presence.c"))
-        let base = compiler.argv + ["-E", "-M"] + extra + flags
-        let first = try await runner.run(base + ["presence.c"], workingDirectory: directory)
+        let base = localCompiler.argv + ["-E", "-M"] + extra + flags
+        let runner = runner, environment = localCompiler.environment
+        let first = try await slotted { try await runner.run(base + ["presence.c"], workingDirectory: directory, extraEnvironment: environment) }
         if first.succeeded {
             let deps = ResultCache.dependencies(fromMakeRule: first.standardOutput, directory: directory)
             cache?.store(step: key, ok: true, output: first.standardError, dependencies: deps)
             return (true, first.standardError)
         }
         // -H lists every header opened, also when the run fails: the inputs of that verdict.
-        let second = try await runner.run(base + ["-MG", "-H", "presence.c"], workingDirectory: directory)
+        let second = try await slotted { try await runner.run(base + ["-MG", "-H", "presence.c"], workingDirectory: directory, extraEnvironment: environment) }
         if !second.succeeded {
             let opened = second.standardError.split(separator: "\n").compactMap { line -> String? in
                 guard line.hasPrefix("."), let space = line.firstIndex(of: " ") else { return nil }
@@ -210,7 +240,9 @@ public struct CompileRunner: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Data("#include <generated/utsrelease.h>\nUTS_RELEASE\n".utf8).write(to: URL(fileURLWithPath: directory + "/uts.c"))
-        let output = try await runner.run(compiler.argv + ["-E", "-P", "-MD", "-MF", "uts.d"] + flags + ["uts.c", "-o", "uts.i"], workingDirectory: directory)
+        let command = localCompiler.argv + ["-E", "-P", "-MD", "-MF", "uts.d"] + flags + ["uts.c", "-o", "uts.i"]
+        let runner = runner, environment = localCompiler.environment
+        let output = try await slotted { try await runner.run(command, workingDirectory: directory, extraEnvironment: environment) }
         let text = (try? String(contentsOfFile: directory + "/uts.i", encoding: .utf8)) ?? ""
         let value = text.split(separator: "\n").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         if output.succeeded, let rule = try? String(contentsOfFile: directory + "/uts.d", encoding: .utf8) {

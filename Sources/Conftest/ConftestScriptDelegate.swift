@@ -13,10 +13,12 @@ struct ConftestScriptDelegate {
     var environment: [String: String]
     var jobs: Int
     var scratch: String
+    /// Each conftest.sh run holds one of these (it runs the compiler).
+    var slots: JobSlots?
 
     /// Nil when the tree has no conftest.sh (the plan has already refused to need one).
     init?(tree: ConftestRequests, kernel: KernelTarget, compiler: CompilerCommand, flags: [String],
-          environment: [String: String], jobs: Int, scratch: String) {
+          environment: [String: String], jobs: Int, scratch: String, slots: JobSlots? = nil) {
         guard let script = tree.conftestScript else { return nil }
         self.script = script
         self.treePath = tree.path
@@ -26,6 +28,7 @@ struct ConftestScriptDelegate {
         self.environment = environment
         self.jobs = jobs
         self.scratch = scratch
+        self.slots = slots
     }
 
     /// The results of `names`; throws when conftest.sh fails for any (nothing else knows them).
@@ -43,11 +46,15 @@ struct ConftestScriptDelegate {
         // conftest.sh splits $CC itself: it gets the words joined, as the Kbuild passes it.
         let base = ["/bin/sh", directory + "/conftest.sh", compiler.description, kernel.arch,
                     kernel.sourceDirectory, kernel.outputDirectory, "compile_tests", cflags]
-        let script = script, environment = environment
+        let script = script, environment = environment, slots = slots
         let results = try await concurrentMap(tests, limit: max(1, jobs)) { test in
             let name = test.name
             let command = base + [name]
-            let out = try await ProcessRunner(environment: environment).run(command, workingDirectory: directory)
+            @Sendable func conftest() async throws -> ProcessOutput {
+                try await ProcessRunner(environment: environment).run(command, workingDirectory: directory)
+            }
+            let out: ProcessOutput
+            if let slots { out = try await slots.run(conftest) } else { out = try await conftest() }
             let lines = out.standardOutput.split(separator: "\n").map { MacroLine(parsing: String($0)) }
             var result = TestResult(name: name, origin: .delegated, lines: lines,
                                     reasoning: Self.reasoning(test.reason, arm: test.arm, candidates: test.candidates, script: script),

@@ -100,6 +100,12 @@ public struct ProbeOptions: Sendable {
     /// Compile probes together in union translation units where that provably gives each
     /// its own outcome (see UnionCompiler); otherwise each probe is compiled alone.
     public var grouping: Bool = true
+    /// distcc / ccache in front of the compiler: compile probes go through them; steps distcc
+    /// cannot distribute (preprocessing, header presence, the sanity checks) run the compiler here.
+    public var launch = CompilerLaunch()
+    /// A job budget shared with other work (make, other kernels' probes); nil gives the
+    /// probe `jobs` slots of its own.
+    public var slots: JobSlots?
 
     public init(tree: ConftestRequests, kernel: KernelTarget, catalog: Catalog, jobs: Int, environment: [String: String],
                 compilerOverride: String? = nil, strict: Bool = false, onlyTests: Set<String>? = nil, cache: ResultCache? = nil) {
@@ -151,13 +157,17 @@ public enum Prober {
         cache?.abstract([(kernel.sourceDirectory, "{kernel-source}"), (kernel.outputDirectory, "{kernel-output}"),
                          (options.tree.path, "{tree}")])
         let identity = try await ResultCache.compilerIdentity(compiler, environment: env)
-        let sanity = try await SanityChecker(kernel: kernel, compiler: compiler, environment: env, scratch: scratch,
-                                             cache: cache, compilerIdentity: identity).runAll(config: kernel.config)
+        let local = compiler.local
+        var sanityChecker = SanityChecker(kernel: kernel, compiler: local, environment: env, scratch: scratch,
+                                          cache: cache, compilerIdentity: identity)
+        sanityChecker.slots = options.slots
+        let sanity = try await sanityChecker.runAll(config: kernel.config)
         clock.lap("sanity")
         try SanityChecker.requirePassed(sanity, kernel: kernel)
 
-        let flags = try await Toolchain.flags(options, compiler: compiler, identity: identity)
-        let runner = CompileRunner(compiler: compiler, flags: flags, scratch: scratch)
+        let flags = try await Toolchain.flags(options, compiler: local, identity: identity)
+        var runner = CompileRunner(compiler: compiler, flags: flags, scratch: scratch)
+        runner.slots = options.slots
         let presence = try await HeaderPresenceStage(runner: runner, jobs: options.jobs, cache: cache, identity: identity)
             .run(options.tree.headerPresenceTests, progress: progress)
         clock.lap("flags+headers")
@@ -168,8 +178,8 @@ public enum Prober {
                                               jobs: options.jobs, grouping: options.grouping)
             .run(plan.units, progress: progress, clock: &clock)
         var results = EvaluationStage(kernel: kernel, environment: env).results(plan.planned, outcomes: compiled.byTest)
-        if let delegate = ConftestScriptDelegate(tree: options.tree, kernel: kernel, compiler: compiler, flags: flags,
-                                                 environment: env, jobs: options.jobs, scratch: scratch) {
+        if let delegate = ConftestScriptDelegate(tree: options.tree, kernel: kernel, compiler: local, flags: flags,
+                                                 environment: env, jobs: options.jobs, scratch: scratch, slots: options.slots) {
             for r in try await delegate.run(plan.delegated, presence: presence, utsRelease: uts, progress: progress) { results[r.name] = r }
         }
         cache?.flush()

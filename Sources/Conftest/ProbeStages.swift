@@ -11,7 +11,7 @@ enum Toolchain {
     static func require(_ options: ProbeOptions) throws -> CompilerCommand {
         let kernel = options.kernel
         let env = options.environment
-        let compiler = ConftestFlags.compilerCommand(kernel: kernel, override: options.compilerOverride, environment: env)
+        let compiler = ConftestFlags.compilerCommand(kernel: kernel, override: options.compilerOverride, environment: env).launched(options.launch)
         guard compiler.compilerPath(environment: env) != nil else {
             throw UserError(.environment, "the compiler '\(compiler.compiler)' (from \(options.compilerOverride != nil ? "--cc" : env["CC"] != nil ? "CC" : "CONFIG_CC_VERSION_TEXT of \(kernel.configPath)")) is not installed; install it (for Debian kernels: apt-get install gcc-12) or pass --cc")
         }
@@ -33,7 +33,9 @@ enum Toolchain {
         if let hit = options.cache?.lookup(step: factsKey), let decoded = try? JSONDecoder().decode(ConftestFlags.CompilerFacts.self, from: Data(hit.output.utf8)) {
             facts = decoded
         } else {
-            facts = try await ConftestFlags.CompilerFacts.query(compiler: compiler)
+            // Two quick compiler runs, one after the other: one slot of the shared budget.
+            @Sendable func query() async throws -> ConftestFlags.CompilerFacts { try await ConftestFlags.CompilerFacts.query(compiler: compiler) }
+            if let slots = options.slots { facts = try await slots.run(query) } else { facts = try await query() }
             if let encoded = try? JSONEncoder().encode(facts) {
                 options.cache?.store(step: factsKey, ok: true, output: String(decoding: encoded, as: UTF8.self), dependencies: [])
             }
@@ -216,7 +218,7 @@ struct CompileStage {
         // Union translation units; units they cannot show are compiled alone as soon as
         // that is known, all sharing the job slots (union rounds first).
         var slotted = runner
-        slotted.slots = JobSlots(max(1, jobs))
+        slotted.slots = runner.slots ?? JobSlots(max(1, jobs))
         let solo = slotted
         slotted.urgent = true
         let unionCompiler = UnionCompiler(runner: slotted, preamble: preamble, includeDirectories: CompileRunner.bracketSearchOrder(runner.flags),

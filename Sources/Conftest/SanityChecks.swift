@@ -32,6 +32,8 @@ public struct SanityChecker: Sendable {
     /// Caches the two compiles (by compiler identity and source): a warm probe runs none.
     public var cache: ResultCache?
     public var compilerIdentity: String
+    /// Each compile holds one of these (the budget shared with make), when set.
+    public var slots: JobSlots?
 
     public init(kernel: KernelTarget, compiler: CompilerCommand, environment: [String: String], scratch: String,
                 runner: ProcessRunner = ProcessRunner(), cache: ResultCache? = nil, compilerIdentity: String = "") {
@@ -143,7 +145,11 @@ public struct SanityChecker: Sendable {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Data(code.utf8).write(to: URL(fileURLWithPath: dir + "/check.c"))
-        let out = try await runner.run(compiler.argv + extraFlags + ["-c", "check.c", "-o", "check.o"], workingDirectory: dir)
+        let command = compiler.argv + extraFlags + ["-c", "check.c", "-o", "check.o"]
+        let runner = runner
+        @Sendable func check() async throws -> ProcessOutput { try await runner.run(command, workingDirectory: dir) }
+        let out: ProcessOutput
+        if let slots { out = try await slots.run(check) } else { out = try await check() }
         return out.succeeded && FileManager.default.fileExists(atPath: dir + "/check.o")
     }
 }

@@ -15,6 +15,11 @@ public struct BuildRequest: Sendable {
     public var modules: [String]?
     public var compiler: String?
     public var verbose: Bool
+    /// distcc / ccache in front of the compiler.
+    public var launch: CompilerLaunch
+    /// The job budget this build shares (with the probe and other kernels' builds); when
+    /// they are a jobserver's, make takes its jobs from it instead of running -j`jobs`.
+    public var slots: JobSlots?
     /// Files the build copy takes from elsewhere, by tree-relative path: the binary cores
     /// `CoreBuilder` built from a full tree.
     public var providedFiles: [String: String]
@@ -24,7 +29,8 @@ public struct BuildRequest: Sendable {
 
     public init(
         tree: DriverTree, kernel: KernelTarget, label: String? = nil, buildRoot: String, jobs: Int,
-        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false, providedFiles: [String: String] = [:],
+        modules: [String]? = nil, compiler: String? = nil, verbose: Bool = false,
+        launch: CompilerLaunch = CompilerLaunch(), slots: JobSlots? = nil, providedFiles: [String: String] = [:],
         signer: ModuleSigner? = nil
     ) {
         self.providedFiles = providedFiles
@@ -37,7 +43,21 @@ public struct BuildRequest: Sendable {
         self.modules = modules
         self.compiler = compiler
         self.verbose = verbose
+        self.launch = launch
+        self.slots = slots
     }
+
+    /// `CC` for Kbuild: the named compiler (else the kernel's own, else Kbuild's default)
+    /// with the launchers asked for; nil leaves CC to KbuildInvocation's default.
+    public var compilerCommand: CompilerCommand? {
+        let named = compiler.flatMap(CompilerCommand.init(parsing:))
+        guard launch.distccHosts != nil || launch.ccache else { return named }
+        let base = named ?? kernel.installedCompiler ?? CompilerCommand(compiler: tree.style == .nvidia ? "cc" : "gcc")
+        return base.launched(launch)
+    }
+
+    /// make's -j: none when make is a client of the shared jobserver.
+    var makeJobs: Int? { slots?.jobserver == nil ? jobs : nil }
 
     public var directory: String { "\(buildRoot)/\(label)" }
     public var buildTree: String { "\(directory)/tree" }
@@ -85,6 +105,8 @@ public struct KernelBuildResult: Sendable, Codable {
     public var command: String?
     public var modules: [ModuleResult]
     public var seconds: Double
+    /// What else the build says about itself (distcc compiles that fell back to this machine).
+    public var notes: [Diagnostic] = []
     /// The OS-agnostic cores linked into this build, for a full tree (built once, shared by every kernel).
     public var cores: BuiltCores?
 
@@ -175,7 +197,7 @@ public struct KbuildBuilder: Sendable {
         let invocation = KbuildInvocation.modules(
             tree: request.tree, buildDirectory: request.buildTree, kernel: kernel,
             modules: request.tree.style == .nvidia ? request.modules : nil,
-            jobs: request.jobs, compiler: request.compiler.flatMap(CompilerCommand.init(parsing:)), verbose: request.verbose)
+            jobs: request.makeJobs, compiler: request.compilerCommand, verbose: request.verbose)
         // Interrupted, the folder keeps its marker and loses every .ko, so nothing in it looks finished.
         let buildTree = request.buildTree, directory = request.directory
         let cleanup = Interruption.onStop {
@@ -186,7 +208,7 @@ public struct KbuildBuilder: Sendable {
         defer { if Interruption.received == nil { Interruption.removeOnStop(cleanup) } }
         let status: Int32
         do {
-            status = try await runLogged(invocation, logPath: request.logPath, label: request.label)
+            status = try await runLogged(invocation, logPath: request.logPath, label: request.label, slots: request.slots)
         } catch let error as ProcessRunnerError {
             if case .interrupted = error { return fail(.error("\(error)"), log: request.logPath) }
             unlink(request.incompleteMarker)
@@ -207,9 +229,9 @@ public struct KbuildBuilder: Sendable {
             if !linkable.isEmpty {
                 let relink = KbuildInvocation.modules(
                     tree: request.tree, buildDirectory: request.buildTree, kernel: kernel, modules: linkable.map(\.name),
-                    jobs: request.jobs, compiler: request.compiler.flatMap(CompilerCommand.init(parsing:)), verbose: request.verbose)
+                    jobs: request.makeJobs, compiler: request.compilerCommand, verbose: request.verbose)
                 do {
-                    _ = try await runLogged(relink, logPath: request.logPath, label: request.label, appending: true)
+                    _ = try await runLogged(relink, logPath: request.logPath, label: request.label, slots: request.slots, appending: true)
                 } catch {
                     if Interruption.received != nil { return fail(.error("\(error)"), log: request.logPath) }
                 }
@@ -271,6 +293,9 @@ public struct KbuildBuilder: Sendable {
             succeeded: status == 0 && modules.allSatisfy(\.built), reason: nil, failure: nil,
             logPath: request.logPath, command: invocation.commandLine, modules: modules,
             seconds: Date().timeIntervalSince(started))
+        if request.compilerCommand?.isDistributed == true, let note = Self.distccFallbacks(logPath: request.logPath) {
+            result.notes.append(note)
+        }
         if status != 0 {
             var failure = BuildLog.firstFailure(in: log, buildDirectory: request.buildTree, sourceDirectory: request.tree.path)
             if var f = failure, !f.identifiers.isEmpty, let explain {
@@ -365,9 +390,28 @@ public struct KbuildBuilder: Sendable {
         return nil
     }
 
+    /// distcc's own lines in a build log: each compile (a distcc process, by its pid) that
+    /// reported an error reaching or hearing from a host, or said it runs locally, was
+    /// compiled on this machine instead (distcc's fallback); how many, and the first cause.
+    static func distccFallbacks(logPath: String) -> Diagnostic? {
+        guard let text = try? String(contentsOfFile: logPath, encoding: .utf8) else { return nil }
+        var compiles: Set<Substring> = []
+        var cause: String?
+        for line in text.split(separator: "\n") where line.hasPrefix("distcc[") {
+            guard line.contains("ERROR") || line.contains("locally") else { continue }
+            guard let close = line.firstIndex(of: "]") else { continue }
+            compiles.insert(line[..<close])
+            if cause == nil { cause = String(line[line.index(after: close)...]).trimmingCharacters(in: .whitespaces) }
+        }
+        guard !compiles.isEmpty else { return nil }
+        return .note("distcc: \(compiles.count) compile\(compiles.count == 1 ? "" : "s") fell back to this machine (\(cause ?? "")); the build log has distcc's lines", file: logPath)
+    }
+
     /// Runs make through ProcessRunner with its output (stdout and stderr together)
-    /// appended to the log as it arrives, and progress read from the same bytes.
-    private func runLogged(_ invocation: KbuildInvocation, logPath: String, label: String, appending: Bool = false) async throws -> Int32 {
+    /// appended to the log as it arrives, and progress read from the same bytes. With
+    /// shared slots, make holds one while it runs (its own first job) and takes the rest
+    /// from their jobserver.
+    private func runLogged(_ invocation: KbuildInvocation, logPath: String, label: String, slots: JobSlots? = nil, appending: Bool = false) async throws -> Int32 {
         if !appending {
             guard FileManager.default.createFile(atPath: logPath, contents: nil) else {
                 throw UserError(.environment, "\(logPath): cannot create the build log")
@@ -382,13 +426,23 @@ public struct KbuildBuilder: Sendable {
         guard ProcessRunner.lookup(invocation.arguments[0]) != nil else {
             throw UserError(.environment, "make: not found in PATH; install it (apt-get install make)")
         }
-        var watcher = ProgressWatcher(label: label)
         let progress = self.progress
-        return try await ProcessRunner().stream(invocation.arguments, workingDirectory: invocation.workingDirectory, ownProcessGroup: true) { chunk in
-            // A full disk must not stop make half-way; the log is then short, as it was with make writing it.
-            try? log.write(contentsOf: chunk)
-            if let progress, let report = watcher.consume(chunk) { progress(report) }
+        @Sendable func run() async throws -> Int32 {
+            var watcher = ProgressWatcher(label: label)
+            return try await ProcessRunner().stream(
+                slots?.jobserverCommand(invocation.arguments) ?? invocation.arguments, workingDirectory: invocation.workingDirectory,
+                extraEnvironment: invocation.environment, ownProcessGroup: true
+            ) { chunk in
+                // A full disk must not stop make half-way; the log is then short, as it was with make writing it.
+                try? log.write(contentsOf: chunk)
+                if let progress, let report = watcher.consume(chunk) { progress(report) }
+            }
         }
+        guard let slots else { return try await run() }
+        if let jobserver = slots.jobserver {
+            try? log.write(contentsOf: Data("# make takes its jobs from nvbuild's jobserver (\(jobserver.tokens) shared with the probe and every other kernel's build)\n".utf8))
+        }
+        return try await slots.run(run)
     }
 }
 

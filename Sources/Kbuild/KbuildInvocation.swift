@@ -7,6 +7,15 @@ import SourceTree
 public struct KbuildInvocation: Sendable, Equatable, Codable {
     public var arguments: [String]
     public var workingDirectory: String
+    /// Variables make (and so every compiler it starts) gets on top of nvbuild's own
+    /// environment: the launchers' settings (DISTCC_HOSTS, CCACHE_PREFIX).
+    public var environment: [String: String] = [:]
+
+    public init(arguments: [String], workingDirectory: String, environment: [String: String] = [:]) {
+        self.arguments = arguments
+        self.workingDirectory = workingDirectory
+        self.environment = environment
+    }
 
     /// Builds the argv the tree's own Makefile would hand to the kernel's Kbuild.
     ///
@@ -14,12 +23,14 @@ public struct KbuildInvocation: Sendable, Equatable, Codable {
     /// - `compiler`: `CC` for Kbuild, launchers included (`ccache gcc`,
     ///   `distcc x86_64-linux-gnu-gcc-12`). `nil` uses the kernel's own compiler
     ///   (first word of CONFIG_CC_VERSION_TEXT) when it is installed.
+    /// - `jobs`: make's -j; nil for a make that takes its jobs from a jobserver it is
+    ///   handed (`JobSlots.jobserverCommand`), where a -j of its own would start another pool.
     public static func modules(
         tree: DriverTree,
         buildDirectory: String,
         kernel: KernelTarget,
         modules: [String]? = nil,
-        jobs: Int,
+        jobs: Int?,
         compiler: CompilerCommand? = nil,
         verbose: Bool = false
     ) -> KbuildInvocation {
@@ -27,7 +38,8 @@ public struct KbuildInvocation: Sendable, Equatable, Codable {
         let cc = (compiler ?? kernel.installedCompiler)?.shellText
         // -k: past a failing object make still compiles every other one, so each module's
         // own errors are in the log and the modules whose objects compiled can be linked.
-        var args = ["make", "-k", "-j\(max(1, jobs))"]
+        var args = ["make", "-k"]
+        if let jobs { args.append("-j\(max(1, jobs))") }
         switch tree.style {
         case .nvidia:
             // Mirrors kernel-open/Makefile: Kbuild is entered through the source
@@ -52,7 +64,7 @@ public struct KbuildInvocation: Sendable, Equatable, Codable {
             args += ["-C", kernel.outputDirectory, "M=\(buildDirectory)"]
         }
         args.append("modules")
-        return KbuildInvocation(arguments: args, workingDirectory: buildDirectory)
+        return KbuildInvocation(arguments: args, workingDirectory: buildDirectory, environment: compiler?.environment ?? [:])
     }
 
     /// The command as a shell would show it, for logs and --verbose.

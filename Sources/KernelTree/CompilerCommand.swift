@@ -13,6 +13,9 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
     public var compiler: String
     /// Words after the compiler that every compile gets.
     public var arguments: [String]
+    /// Settings the launchers read from the environment (DISTCC_HOSTS, CCACHE_PREFIX):
+    /// every process that runs this command gets them.
+    public var environment: [String: String] = [:]
 
     /// Programs that run the compiler named after them instead of being one.
     public static let knownLaunchers: Set<String> = ["ccache", "distcc", "sccache", "icecc", "buildcache"]
@@ -53,6 +56,62 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
 
     /// The argv prefix of every compile.
     public var argv: [String] { launchers + [compiler] + arguments }
+
+    /// The command with the launchers `launch` asks for in front of the compiler: distcc
+    /// (DISTCC_HOSTS set to its hosts), ccache, or both — then ccache first, running
+    /// distcc on a miss through CCACHE_PREFIX, as ccache documents for distcc.
+    public func launched(_ launch: CompilerLaunch) -> CompilerCommand {
+        guard launch.distccHosts != nil || launch.ccache else { return self }
+        var result = self
+        var kept: [String] = []
+        var index = 0
+        // The launchers asked for replace the same ones named in CC, with their options.
+        while index < launchers.count {
+            let name = Self.basename(launchers[index])
+            var end = index + 1
+            while end < launchers.count, launchers[end].hasPrefix("-") { end += 1 }
+            if !((name == "distcc" && launch.distccHosts != nil) || (name == "ccache" && launch.ccache)) {
+                kept += launchers[index..<end]
+            }
+            index = end
+        }
+        if let hosts = launch.distccHosts {
+            result.environment["DISTCC_HOSTS"] = hosts
+            if launch.ccache {
+                result.environment["CCACHE_PREFIX"] = "distcc"
+                result.launchers = ["ccache"] + kept
+            } else {
+                result.launchers = ["distcc"] + kept
+            }
+        } else {
+            result.launchers = ["ccache"] + kept
+        }
+        return result
+    }
+
+    /// Whether compiles of this command go through distcc (named, or as ccache's prefix).
+    public var isDistributed: Bool {
+        launchers.contains { Self.basename($0) == "distcc" } || environment["CCACHE_PREFIX"] == "distcc"
+    }
+
+    /// The command for steps distcc would run on this machine anyway (preprocessing,
+    /// dependency listing): distcc and its settings left out, ccache kept.
+    public var local: CompilerCommand {
+        guard isDistributed else { return self }
+        var result = self
+        var kept: [String] = []
+        var index = 0
+        while index < launchers.count {
+            var end = index + 1
+            while end < launchers.count, launchers[end].hasPrefix("-") { end += 1 }
+            if Self.basename(launchers[index]) != "distcc" { kept += launchers[index..<end] }
+            index = end
+        }
+        result.launchers = kept
+        result.environment["DISTCC_HOSTS"] = nil
+        if result.environment["CCACHE_PREFIX"] == "distcc" { result.environment["CCACHE_PREFIX"] = nil }
+        return result
+    }
 
     /// The command as conftest.sh and make receive it: words joined by spaces (they split it again).
     public var description: String { argv.joined(separator: " ") }
@@ -110,7 +169,7 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
         return String(text[space...])
     }
 
-    private static func basename(_ word: String) -> String {
+    static func basename(_ word: String) -> String {
         word.split(separator: "/").last.map(String.init) ?? word
     }
 
@@ -182,5 +241,41 @@ extension KernelTarget {
         if let override, let command = CompilerCommand(parsing: override) { return command }
         if let cc = environment["CC"], let command = CompilerCommand(parsing: cc) { return command }
         return installedCompiler ?? CompilerCommand(compiler: "cc")
+    }
+}
+
+/// How compiles are launched beyond the compiler itself: through distcc to other hosts,
+/// through ccache for rebuilds. nvbuild only starts and configures these tools.
+public struct CompilerLaunch: Sendable, Hashable {
+    /// distcc's host list (DISTCC_HOSTS syntax); nil compiles here.
+    public var distccHosts: String?
+    public var ccache: Bool
+
+    public init(distccHosts: String? = nil, ccache: Bool = false) {
+        self.distccHosts = distccHosts
+        self.ccache = ccache
+    }
+
+    /// The programs this launch runs, in the order they are checked.
+    public var tools: [String] {
+        (ccache ? ["ccache"] : []) + (distccHosts != nil ? ["distcc"] : [])
+    }
+
+    /// The first tool not found in PATH, with the Debian package that has it.
+    public func missingTool(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        tools.first { ProcessRunner.lookup($0, environment: environment) == nil }
+    }
+
+    /// How many compiles the hosts take at once, as `distcc -j` reports it; nil without distcc.
+    public func distccConcurrency(environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> Int? {
+        guard let hosts = distccHosts else { return nil }
+        var env = environment
+        env["DISTCC_HOSTS"] = hosts
+        let output = try await ProcessRunner(environment: env).run(["distcc", "-j"])
+        guard output.succeeded, let n = Int(output.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)), n > 0 else {
+            let reason = output.standardError.split(separator: "\n").last.map(String.init) ?? "no number printed"
+            throw UserError(.environment, "distcc -j with DISTCC_HOSTS='\(hosts)' failed: \(reason); check the host list (man distcc, HOST SPECIFICATIONS)")
+        }
+        return n
     }
 }

@@ -54,9 +54,22 @@ struct BuildCommand: AsyncParsableCommand {
             files of the folder being built, leaves BUILD_DIR/<release>/INCOMPLETE (the next \
             build starts from a fresh copy) and exits 130 / 143.
 
-            --kernel all builds for every kernel under /lib/modules with a build tree, one after \
-            another; a failure fails only its own row. The compiler may be a wrapper such as \
-            `ccache gcc` or `distcc gcc` (--cc, or CC in the environment, as with the Makefile).
+            --kernel all builds for every kernel under /lib/modules with a build tree; with several \
+            kernels (`all`, or --kernel repeated) their probes and makes run at the same time under \
+            one budget of --jobs compilers: nvbuild is a GNU make jobserver (a FIFO of --jobs \
+            tokens) that every make takes its jobs from and every probe compile holds one of, so \
+            all of them together never run more than --jobs compilers. A failure fails only its \
+            own row. On a terminal a status line counts kernels done, running and failed.
+
+            --distcc HOSTS (DISTCC_HOSTS syntax, or DISTCC_HOSTS from the environment) runs Kbuild \
+            as CC="distcc <compiler>" with DISTCC_HOSTS set, raises the budget to what `distcc -j` \
+            reports for those hosts, and sends the probe's compile probes through distcc too; \
+            steps distcc cannot distribute (preprocessing, header presence, the sanity checks, \
+            delegated conftest.sh tests) run here (--verbose says so). distcc falls back to this \
+            machine when a host fails; the table then notes how many compiles fell back. --ccache \
+            puts ccache in front (with distcc: ccache runs distcc on a miss, CCACHE_PREFIX). The \
+            compiler may also be a wrapper such as `ccache gcc` (--cc, or CC in the environment, \
+            as with the Makefile). docs/build-farm.md: workers, what must match.
 
             --sign-key KEY --sign-cert CERT signs every built module with each kernel's own \
             scripts/sign-file and CONFIG_MODULE_SIG_HASH, after modpost (make modules leaves \
@@ -73,6 +86,7 @@ struct BuildCommand: AsyncParsableCommand {
               nvbuild build --tree kernel-open --kernel all --sign
               nvbuild build --tree . --kernel all --cc "ccache x86_64-linux-gnu-gcc-12"
               nvbuild build --tree . --kernel all --kernel-output /tmp/linux-headers-copy
+              nvbuild build --tree kernel-open --kernel all --distcc "worker1/8 worker2/8" --ccache
               nvbuild build --tree open-gpu-kernel-modules --kernel all
             Exit status: 0 all kernels built; 1 a build failed; 2 usage or environment error.
             """
@@ -87,11 +101,14 @@ struct BuildCommand: AsyncParsableCommand {
     var sourceDirectory: String?
     @Option(name: .customLong("kernel-output"), help: "Configured kernel output tree, like SYSOUT; repeatable, each one builds as its own target.")
     var outputDirectories: [String] = []
-    @Option(help: "Parallel make jobs per kernel (default: CPU count).") var jobs: Int?
+    @Option(help: "Compilers running at once over all kernels, make's and the probe's together (default: CPU count).") var jobs: Int?
     @Option(help: "Comma-separated subset of modules to build (trees that select modules, like NVIDIA's).") var modules: String?
     @Option(help: "Compiler command for Kbuild, e.g. `ccache gcc` (default: $CC, else the kernel's own compiler).") var cc: String?
     @Option(help: "Folder for per-kernel build copies and logs (default: <tree>/.nvbuild/build).") var buildDir: String?
-    @Flag(help: "Pass V=1 to Kbuild.") var verbose = false
+    @Option(name: .customLong("distcc"), help: "distcc hosts (DISTCC_HOSTS syntax) for Kbuild and the probe's compiles (default: $DISTCC_HOSTS when set).")
+    var distccHosts: String?
+    @Flag(help: "Put ccache in front of the compiler.") var ccache = false
+    @Flag(help: "Pass V=1 to Kbuild; say which steps distcc leaves on this machine.") var verbose = false
     @Flag(help: "Print JSON instead of a table.") var json = false
     @Option(name: .customLong("sign-key"), help: ArgumentHelp("Private key to sign the built modules with (a file or a pkcs11: URI).", valueName: "key"))
     var signKey: String?
@@ -103,6 +120,9 @@ struct BuildCommand: AsyncParsableCommand {
     @OptionGroup var catalogAndCache: CatalogCacheOptions
 
     func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        // distcc and ccache first: a missing one is named before anything else is looked at.
+        let launch = try Self.launch(distcc: distccHosts, ccache: ccache, environment: environment)
         // NVIDIA's whole source package: its OS-agnostic cores are built once (below) and
         // its Kbuild tree (kernel-open/) is what each kernel builds.
         let fullTree = try FullTree.detect(path: tree)
@@ -137,25 +157,37 @@ struct BuildCommand: AsyncParsableCommand {
         let jobCount = max(1, jobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let root = buildDir.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
             ?? "\(fullTree?.root ?? driverTree.path)/.nvbuild/build"
-        let compiler = cc ?? ProcessInfo.processInfo.environment["CC"].flatMap { $0.isEmpty ? nil : $0 }
+        let compiler = cc ?? environment["CC"].flatMap { $0.isEmpty ? nil : $0 }
         var cores: BuiltCores?
         if let fullTree, targets.contains(where: { if case .kernel = $0 { true } else { false } }) {
             cores = try await buildCores(fullTree, buildRoot: root, jobs: jobCount, compiler: compiler)
         }
+        // One budget for everything: make's jobs (through the jobserver) and the probe's compiles.
+        var budget = jobCount
+        if let offered = try await launch.distccConcurrency(environment: environment) { budget = max(budget, offered) }
+        let slots = try JobSlots.jobserver(budget, helper: [Self.executablePath, Main.jobserverExec])
+        if verbose, !json, launch.distccHosts != nil || launch.ccache {
+            Terminal.note(Self.launchNote(launch, jobs: jobCount, budget: budget))
+        }
+        var settings = ProbeSettings(catalog: catalogAndCache.catalog, cacheDir: catalogAndCache.cacheDir, noCache: catalogAndCache.noCache)
+        settings.jobs = budget
+        settings.launch = launch
+        settings.slots = slots
+        let board = json ? nil : ProgressBoard()
         let builder = KbuildBuilder(
-            prepare: BuildHooks.prepare(for: driverTree, settings: ProbeSettings(
-                catalog: catalogAndCache.catalog, cacheDir: catalogAndCache.cacheDir, noCache: catalogAndCache.noCache)),
+            prepare: BuildHooks.prepare(for: driverTree, settings: settings),
             explain: BuildHooks.explain(for: driverTree),
-            progress: json ? nil : Self.showProgress)
+            progress: Self.progressHandler(board))
 
-        var results: [KernelBuildResult] = []
+        var results = [KernelBuildResult?](repeating: nil, count: targets.count)
+        var requests: [(index: Int, request: BuildRequest)] = []
         var usedLabels: Set<String> = []
-        for target in targets {
+        for (index, target) in targets.enumerated() {
             switch target {
             case .failed(let label, let output, let reason):
-                results.append(.failed(label: label, release: label, output: output, reason: reason))
+                results[index] = .failed(label: label, release: label, output: output, reason: reason)
             case .skipped(let kernel, let reason):
-                results.append(.skipped(label: Self.label(for: kernel), release: kernel.release, output: kernel.outputDirectory, reason: reason))
+                results[index] = .skipped(label: Self.label(for: kernel), release: kernel.release, output: kernel.outputDirectory, reason: reason)
             case .kernel(let kernel):
                 var label = Self.label(for: kernel)
                 var n = 2
@@ -167,24 +199,75 @@ struct BuildCommand: AsyncParsableCommand {
                 if !json, !kernel.compilerInstalled, compiler == nil, let c = kernel.compiler {
                     Terminal.report(.warning("\(kernel.release) was built with \(c), which is not installed; Kbuild falls back to its default compiler"))
                 }
-                let request = BuildRequest(
-                    tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: jobCount,
-                    modules: selected, compiler: compiler, verbose: verbose, providedFiles: cores?.objects ?? [:],
-                    signer: signers[kernel.outputDirectory])
-                var result = await builder.build(request)
+                requests.append((index, BuildRequest(
+                    tree: driverTree, kernel: kernel, label: label, buildRoot: root, jobs: budget,
+                    modules: selected, compiler: compiler, verbose: verbose, launch: launch, slots: slots,
+                    providedFiles: cores?.objects ?? [:], signer: signers[kernel.outputDirectory])))
+            }
+        }
+        board?.start(requests.map(\.request.label))
+        // Every kernel at once: copies, probes and makes overlap; the slots keep the compilers to the budget.
+        await withTaskGroup(of: (Int, KernelBuildResult).self) { group in
+            for (index, request) in requests {
+                group.addTask { (index, await builder.build(request)) }
+            }
+            for await (index, built) in group {
+                var result = built
                 result.cores = cores
                 // Stopped by SIGINT/SIGTERM: the handler reports and exits; this row is no result.
                 if Interruption.received != nil { await Interruption.parkUntilExit() }
-                if !json { Terminal.note("\(result.succeeded ? "built" : "FAILED") for \(label) in \(String(format: "%.1f", result.seconds)) s, log: \(result.logPath ?? "none")") }
-                results.append(result)
+                if let board {
+                    board.finish(result.label, succeeded: result.succeeded) {
+                        Terminal.note("\(result.succeeded ? "built" : "FAILED") for \(result.label) in \(String(format: "%.1f", result.seconds)) s, log: \(result.logPath ?? "none")")
+                    }
+                }
+                results[index] = result
             }
         }
+        board?.close()
+        let rows = results.compactMap { $0 }
         if json {
-            try Terminal.json(results)
+            try Terminal.json(rows)
         } else {
-            printTable(results)
+            printTable(rows)
         }
-        if results.contains(where: { !$0.succeeded && !$0.skipped }) { throw ExitCode(1) }
+        if rows.contains(where: { !$0.succeeded && !$0.skipped }) { throw ExitCode(1) }
+    }
+
+    /// distcc and ccache as asked for (--distcc, else DISTCC_HOSTS; --ccache), each checked in PATH.
+    static func launch(distcc: String?, ccache: Bool, environment: [String: String]) throws -> CompilerLaunch {
+        let fromEnvironment = environment["DISTCC_HOSTS"].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }
+        if let distcc, distcc.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw UserError(.usage, "--distcc needs hosts, e.g. --distcc \"worker1/8 worker2/8\" (man distcc, HOST SPECIFICATIONS)")
+        }
+        let launch = CompilerLaunch(distccHosts: distcc ?? fromEnvironment, ccache: ccache)
+        if let missing = launch.missingTool(environment: environment) {
+            let cause = missing == "distcc" ? (distcc != nil ? "--distcc" : "DISTCC_HOSTS in the environment") : "--ccache"
+            throw UserError(.environment, "\(missing): not found in PATH (asked for by \(cause)); install it (apt-get install \(missing))")
+        }
+        return launch
+    }
+
+    /// For --verbose: what runs through the launchers and what stays here.
+    static func launchNote(_ launch: CompilerLaunch, jobs: Int, budget: Int) -> String {
+        var parts: [String] = []
+        if let hosts = launch.distccHosts {
+            parts.append("distcc: Kbuild compiles and the probe's compile probes go to DISTCC_HOSTS='\(hosts)'; "
+                + "budget \(budget) compilers (distcc -j, --jobs \(jobs)); preprocessing, header presence, the sanity checks "
+                + "and delegated conftest.sh tests run on this machine (distcc cannot distribute preprocess-only steps)")
+        }
+        if launch.ccache { parts.append("ccache: in front of the compiler\(launch.distccHosts != nil ? ", running distcc on a miss (CCACHE_PREFIX=distcc)" : "")") }
+        return parts.joined(separator: "; ")
+    }
+
+    static func progressHandler(_ board: ProgressBoard?) -> (@Sendable (BuildProgress) -> Void)? {
+        guard let board else { return nil }
+        return { progress in board.update(progress) }
+    }
+
+    /// This program, for the jobserver's make helper.
+    static var executablePath: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
     /// The full tree's OS-agnostic cores, once for every kernel: from the cache
@@ -230,15 +313,6 @@ struct BuildCommand: AsyncParsableCommand {
         var hash: UInt32 = 2_166_136_261
         for byte in kernel.outputDirectory.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
         return "\(kernel.release)@\(String(hash, radix: 16))"
-    }
-
-    @Sendable static func showProgress(_ p: BuildProgress) {
-        switch p.phase {
-        case .preparing: Terminal.status("[\(p.label)] preparing")
-        case .compiling: Terminal.status("[\(p.label)] \(p.compiledObjects) compiled, \(p.lastItem ?? "")")
-        case .linking: Terminal.status("[\(p.label)] linking \(p.lastItem ?? "")")
-        case .finished: Terminal.clearStatus()
-        }
     }
 
     enum Target {
@@ -357,6 +431,12 @@ struct BuildCommand: AsyncParsableCommand {
                 line += cell + (c < last ? "  " : "")
             }
             Terminal.out(line)
+        }
+        for r in results {
+            for var note in r.notes {
+                note.message = "\(r.label): \(note.message)"
+                Terminal.report(note)
+            }
         }
         for r in results where !r.succeeded {
             Terminal.out("")

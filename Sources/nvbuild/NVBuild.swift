@@ -28,7 +28,22 @@ struct NVBuild: AsyncParsableCommand {
 
 @main
 enum Main {
+    /// The first word of the internal jobserver entry point (never shown in help).
+    static let jobserverExec = "jobserver-exec"
+
     static func main() async {
+        // Internal: how `nvbuild build` starts make as a client of its jobserver (see
+        // JobSlots.jobserver). Handled before signals are taken over, so make and its
+        // compilers keep the default SIGINT/SIGTERM actions it was spawned with.
+        let words = Array(CommandLine.arguments.dropFirst())
+        if words.first == Self.jobserverExec {
+            guard words.count >= 5, words[3] == "--", let tokens = Int(words[2]) else {
+                Terminal.error("\(Self.jobserverExec): usage: nvbuild \(Self.jobserverExec) FIFO TOKENS -- COMMAND...; it is nvbuild build's own way to start make")
+                exit(2)
+            }
+            Terminal.error(Jobserver.execute(path: words[1], tokens: tokens, arguments: Array(words[4...])))
+            exit(2)
+        }
         Interruption.install(
             stopping: { signal in
                 Terminal.clearStatus()
@@ -73,7 +88,9 @@ enum Main {
         } catch where !isArgumentParserError(error) {
             // Whatever a library let through, in the project's words: Foundation's own text
             // (`Error Domain=… UserInfo={…}`) never reaches the user. A file-system error is
-            // the environment's (exit 2), anything else a failure.
+            // the environment's (exit 2), anything else a failure. After SIGINT/SIGTERM (a
+            // process that reported `interrupted`), the handler decides the exit status.
+            if Interruption.received != nil { await Interruption.parkUntilExit() }
             Terminal.error(UserError.describe(error))
             exit(FileSystemError.isFoundation(error) ? 2 : 1)
         } catch {

@@ -94,6 +94,10 @@ struct ProbeSettings {
     var strict = false
     var grouping = true
     var environment = ProcessInfo.processInfo.environment
+    /// distcc / ccache for the compile probes (`build --distcc`, `--ccache`).
+    var launch = CompilerLaunch()
+    /// A job budget shared with make and other kernels (`build`).
+    var slots: JobSlots?
 
     static func list(_ text: String?) -> [String]? {
         text.map { $0.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init) }
@@ -119,6 +123,8 @@ struct ProbeSettings {
         var options = ProbeOptions(tree: tree, kernel: kernel, catalog: try loadCatalog(), jobs: jobs, environment: env,
                                    compilerOverride: compiler, strict: strict, onlyTests: only, cache: cache)
         options.grouping = grouping
+        options.launch = launch
+        options.slots = slots
         return options
     }
 }

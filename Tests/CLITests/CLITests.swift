@@ -25,7 +25,7 @@ enum CLI {
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["NO_COLOR"] = "1"
-        for k in ["IGNORE_PREEMPT_RT_PRESENCE", "CC"] { env.removeValue(forKey: k) }
+        for k in ["IGNORE_PREEMPT_RT_PRESENCE", "CC", "DISTCC_HOSTS"] { env.removeValue(forKey: k) }
         for (k, v) in environment { env[k] = v }
         process.environment = env
         let out = Pipe(), err = Pipe()

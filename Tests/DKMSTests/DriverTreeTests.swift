@@ -58,5 +58,10 @@ struct DriverTreeTests {
         let tree = try DriverTree.load(path: Fixtures.plainModule)
         let inv = KbuildInvocation.modules(tree: tree, buildDirectory: "/b", kernel: kernel, jobs: 2)
         #expect(inv.arguments == ["make", "-k", "-j2", "CC=x86_64-linux-gnu-gcc-12", "-C", "/lib/modules/\(Fixtures.kernels[1])/build", "M=/b", "modules"])
+        // A jobserver client has no -j of its own; distcc's settings go to make's environment.
+        let distcc = CompilerCommand(compiler: "x86_64-linux-gnu-gcc-12").launched(CompilerLaunch(distccHosts: "w1/4"))
+        let client = KbuildInvocation.modules(tree: tree, buildDirectory: "/b", kernel: kernel, jobs: nil, compiler: distcc)
+        #expect(client.arguments == ["make", "-k", "CC=distcc x86_64-linux-gnu-gcc-12", "-C", "/lib/modules/\(Fixtures.kernels[1])/build", "M=/b", "modules"])
+        #expect(client.environment == ["DISTCC_HOSTS": "w1/4"])
     }
 }

@@ -23,6 +23,30 @@ import Testing
         #expect(CompilerCommand(parsing: "   ") == nil)
     }
 
+    /// --distcc and --ccache put the real tools in front, configured through their own
+    /// environment variables; `local` is what runs steps distcc would keep here anyway.
+    @Test func launchesThroughDistccAndCcache() throws {
+        let gcc = CompilerCommand(compiler: "x86_64-linux-gnu-gcc-12")
+        let distcc = gcc.launched(CompilerLaunch(distccHosts: "w1/8 w2/8"))
+        #expect(distcc.argv == ["distcc", "x86_64-linux-gnu-gcc-12"])
+        #expect(distcc.environment == ["DISTCC_HOSTS": "w1/8 w2/8"])
+        #expect(distcc.isDistributed && distcc.local == gcc)
+
+        let both = gcc.launched(CompilerLaunch(distccHosts: "w1/8", ccache: true))
+        #expect(both.argv == ["ccache", "x86_64-linux-gnu-gcc-12"])
+        #expect(both.environment == ["DISTCC_HOSTS": "w1/8", "CCACHE_PREFIX": "distcc"])
+        #expect(both.isDistributed)
+        #expect(both.local == CompilerCommand(launchers: ["ccache"], compiler: "x86_64-linux-gnu-gcc-12"))
+
+        // A launcher CC already names is replaced, not doubled; others stay, with their options.
+        let named = try #require(CompilerCommand(parsing: "ccache -s distcc gcc-12 -m64"))
+        #expect(named.launched(CompilerLaunch(distccHosts: "w1", ccache: true)).argv == ["ccache", "gcc-12", "-m64"])
+        #expect(named.launched(CompilerLaunch(ccache: true)).argv == ["ccache", "distcc", "gcc-12", "-m64"])
+        #expect(named.local.argv == ["ccache", "-s", "gcc-12", "-m64"])
+        #expect(gcc.launched(CompilerLaunch()) == gcc)
+        #expect(CompilerLaunch(distccHosts: "w1", ccache: true).tools == ["ccache", "distcc"])
+    }
+
     @Test func quotedWordsStayWhole() throws {
         let command = try #require(CompilerCommand(parsing: #"ccache "/opt/my tools/gcc" -DNAME='a b' -DQ=\"x\""#))
         #expect(command.argv == ["ccache", "/opt/my tools/gcc", "-DNAME=a b", #"-DQ="x""#])
