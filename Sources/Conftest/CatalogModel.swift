@@ -26,6 +26,8 @@ public struct TestDefinition: Sendable, Equatable, Codable {
         case fails
         case exportPresent(symbol: String)
         case exportGPL(symbol: String)
+        /// Exported exactly as `EXPORT_SYMBOL` or `EXPORT_SYMBOL_GPL`, with no namespace.
+        case exportPlain(symbol: String)
         case exportsAll(symbols: [String])
         case environment(variable: String)
         case environmentValue(variable: String)
@@ -40,6 +42,7 @@ public struct TestDefinition: Sendable, Equatable, Codable {
             case .fails: return "fails"
             case .exportPresent: return "export-present"
             case .exportGPL: return "export-gpl"
+            case .exportPlain: return "export-plain"
             case .exportsAll: return "exports-all"
             case .environment: return "env"
             case .environmentValue: return "env-value"

@@ -55,6 +55,7 @@ public struct Catalog: Sendable {
             switch d.check {
             case .exportPresent: d.check = .exportPresent(symbol: symbol)
             case .exportGPL: d.check = .exportGPL(symbol: symbol)
+            case .exportPlain: d.check = .exportPlain(symbol: symbol)
             default: break
             }
             result.append(d)
@@ -254,8 +255,12 @@ enum CatalogParser {
         case "fails": check = .fails
         case "rules": check = .rules
         case "export":
-            guard words.count == 3, ["present", "gpl"].contains(words[1]) else { throw fail("\(name): 'Check: export present|gpl SYMBOL'") }
-            check = words[1] == "present" ? .exportPresent(symbol: words[2]) : .exportGPL(symbol: words[2])
+            guard words.count == 3, ["present", "gpl", "plain"].contains(words[1]) else { throw fail("\(name): 'Check: export present|gpl|plain SYMBOL'") }
+            switch words[1] {
+            case "present": check = .exportPresent(symbol: words[2])
+            case "gpl": check = .exportGPL(symbol: words[2])
+            default: check = .exportPlain(symbol: words[2])
+            }
         case "exports-all":
             guard words.count >= 2 else { throw fail("\(name): 'Check: exports-all SYMBOL...'") }
             check = .exportsAll(symbols: Array(words.dropFirst()))

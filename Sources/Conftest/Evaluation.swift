@@ -88,6 +88,11 @@ public enum Evaluation {
             return finish(["#define \(macro) \(found ? 1 : 0)"], found
                 ? "Module.symvers exports \(symbol) GPL-only without a namespace → 1"
                 : "Module.symvers has no GPL-only, namespace-free export of \(symbol) → 0")
+        case .exportPlain(let symbol):
+            let found = symvers.contains { exportsPlainly($0, symbol: symbol) }
+            return finish(["#define \(macro) \(found ? 1 : 0)"], found
+                ? "Module.symvers exports \(symbol) as EXPORT_SYMBOL or EXPORT_SYMBOL_GPL without a namespace → 1"
+                : "Module.symvers has no EXPORT_SYMBOL or EXPORT_SYMBOL_GPL export of \(symbol) without a namespace → 0")
         case .exportsAll(let symbols):
             for path in symversCandidates(definition) {
                 guard FileManager.default.isReadableFile(atPath: path) else { continue }
@@ -110,6 +115,21 @@ public enum Evaluation {
     /// Whether a Module.symvers entry exports `symbol` (an EXPORT_SYMBOL* type), or, for
     /// `gplOnly`, exports it GPL-only with nothing but blanks after the type (conftest.sh's
     /// grep patterns, read as KernelTree's fields).
+    /// The line ends in `EXPORT_SYMBOL` or `EXPORT_SYMBOL_GPL` and blanks: the type with a
+    /// blank namespace (the current layout), or the last field (the v5.4 layout, where the
+    /// namespace came before the module).
+    static func exportsPlainly(_ export: SymbolExport, symbol: String) -> Bool {
+        guard export.symbol == symbol else { return false }
+        let plain: Set<String> = ["EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL"]
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
+        let trimmed: (String) -> String = { String($0.reversed().drop(while: blank).reversed()) }
+        let namespace = export.namespace ?? ""
+        if plain.contains(trimmed(export.exportType)) && namespace.allSatisfy(blank) {
+            return true
+        }
+        return plain.contains(trimmed(namespace))
+    }
+
     static func exports(_ export: SymbolExport, symbol: String, gplOnly: Bool) -> Bool {
         guard export.symbol == symbol else { return false }
         let namespace = export.namespace ?? ""
