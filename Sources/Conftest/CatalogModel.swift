@@ -105,13 +105,21 @@ public struct SourceLocation: Sendable, Equatable, Codable, CustomStringConverti
 
 /// A set of driver releases, written as a list of terms: `595.45.04`, `>=590`, `<590.48.01`.
 /// A release matches when it satisfies every comparison term and, if plain
-/// versions are listed, equals one of them.
+/// versions are listed, equals one of them; `|` separates alternatives.
 public struct ReleaseSet: Sendable, Equatable, Codable, CustomStringConvertible {
     public var terms: [String]
 
     public init(terms: [String]) { self.terms = terms }
 
+    /// The alternatives of a set written with `|` (`<515 | >=580`): a release is in the
+    /// set when it is in one of them. A set without `|` is its own only alternative.
+    var alternatives: [ReleaseSet] {
+        guard terms.contains("|") else { return [self] }
+        return terms.split(separator: "|", omittingEmptySubsequences: true).map { ReleaseSet(terms: Array($0)) }
+    }
+
     public func contains(_ release: String) -> Bool {
+        if terms.contains("|") { return alternatives.contains { $0.contains(release) } }
         var exact: [String] = []
         for term in terms {
             for op in [">=", "<=", ">", "<"] where term.hasPrefix(op) {
@@ -148,6 +156,8 @@ public struct ReleaseSet: Sendable, Equatable, Codable, CustomStringConvertible 
     /// Whether some release is in both sets (nil, no `Releases:`, is every release); the
     /// catalog refuses two definitions of one test that could both apply.
     public static func overlap(_ a: ReleaseSet?, _ b: ReleaseSet?) -> Bool {
+        if let a, a.terms.contains("|") { return a.alternatives.contains { overlap($0, b) } }
+        if let b, b.terms.contains("|") { return b.alternatives.contains { overlap(a, $0) } }
         let exact = (a?.exactVersions ?? []) + (b?.exactVersions ?? [])
         if !exact.isEmpty {
             return exact.contains { v in (a?.contains(v) ?? true) && (b?.contains(v) ?? true) }
