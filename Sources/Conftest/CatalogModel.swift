@@ -28,6 +28,8 @@ public struct TestDefinition: Sendable, Equatable, Codable {
         case exportGPL(symbol: String)
         /// Exported exactly as `EXPORT_SYMBOL` or `EXPORT_SYMBOL_GPL`, with no namespace.
         case exportPlain(symbol: String)
+        /// A `Module.symvers` line of the symbol ends with its GPL export type: no namespace column.
+        case exportGPLBare(symbol: String)
         case exportsAll(symbols: [String])
         case environment(variable: String)
         case environmentValue(variable: String)
@@ -43,6 +45,7 @@ public struct TestDefinition: Sendable, Equatable, Codable {
             case .exportPresent: return "export-present"
             case .exportGPL: return "export-gpl"
             case .exportPlain: return "export-plain"
+            case .exportGPLBare: return "export-gpl-bare"
             case .exportsAll: return "exports-all"
             case .environment: return "env"
             case .environmentValue: return "env-value"
