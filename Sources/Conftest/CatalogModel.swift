@@ -26,6 +26,10 @@ public struct TestDefinition: Sendable, Equatable, Codable {
         case fails
         case exportPresent(symbol: String)
         case exportGPL(symbol: String)
+        /// Exported exactly as `EXPORT_SYMBOL` or `EXPORT_SYMBOL_GPL`, with no namespace.
+        case exportPlain(symbol: String)
+        /// A `Module.symvers` line of the symbol ends with its GPL export type: no namespace column.
+        case exportGPLBare(symbol: String)
         case exportsAll(symbols: [String])
         case environment(variable: String)
         case environmentValue(variable: String)
@@ -40,6 +44,8 @@ public struct TestDefinition: Sendable, Equatable, Codable {
             case .fails: return "fails"
             case .exportPresent: return "export-present"
             case .exportGPL: return "export-gpl"
+            case .exportPlain: return "export-plain"
+            case .exportGPLBare: return "export-gpl-bare"
             case .exportsAll: return "exports-all"
             case .environment: return "env"
             case .environmentValue: return "env-value"
@@ -102,13 +108,21 @@ public struct SourceLocation: Sendable, Equatable, Codable, CustomStringConverti
 
 /// A set of driver releases, written as a list of terms: `595.45.04`, `>=590`, `<590.48.01`.
 /// A release matches when it satisfies every comparison term and, if plain
-/// versions are listed, equals one of them.
+/// versions are listed, equals one of them; `|` separates alternatives.
 public struct ReleaseSet: Sendable, Equatable, Codable, CustomStringConvertible {
     public var terms: [String]
 
     public init(terms: [String]) { self.terms = terms }
 
+    /// The alternatives of a set written with `|` (`<515 | >=580`): a release is in the
+    /// set when it is in one of them. A set without `|` is its own only alternative.
+    var alternatives: [ReleaseSet] {
+        guard terms.contains("|") else { return [self] }
+        return terms.split(separator: "|", omittingEmptySubsequences: true).map { ReleaseSet(terms: Array($0)) }
+    }
+
     public func contains(_ release: String) -> Bool {
+        if terms.contains("|") { return alternatives.contains { $0.contains(release) } }
         var exact: [String] = []
         for term in terms {
             for op in [">=", "<=", ">", "<"] where term.hasPrefix(op) {
@@ -145,6 +159,8 @@ public struct ReleaseSet: Sendable, Equatable, Codable, CustomStringConvertible 
     /// Whether some release is in both sets (nil, no `Releases:`, is every release); the
     /// catalog refuses two definitions of one test that could both apply.
     public static func overlap(_ a: ReleaseSet?, _ b: ReleaseSet?) -> Bool {
+        if let a, a.terms.contains("|") { return a.alternatives.contains { overlap($0, b) } }
+        if let b, b.terms.contains("|") { return b.alternatives.contains { overlap(a, $0) } }
         let exact = (a?.exactVersions ?? []) + (b?.exactVersions ?? [])
         if !exact.isEmpty {
             return exact.contains { v in (a?.contains(v) ?? true) && (b?.contains(v) ?? true) }

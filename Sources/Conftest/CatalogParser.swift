@@ -55,6 +55,8 @@ public struct Catalog: Sendable {
             switch d.check {
             case .exportPresent: d.check = .exportPresent(symbol: symbol)
             case .exportGPL: d.check = .exportGPL(symbol: symbol)
+            case .exportPlain: d.check = .exportPlain(symbol: symbol)
+            case .exportGPLBare: d.check = .exportGPLBare(symbol: symbol)
             default: break
             }
             result.append(d)
@@ -254,8 +256,13 @@ enum CatalogParser {
         case "fails": check = .fails
         case "rules": check = .rules
         case "export":
-            guard words.count == 3, ["present", "gpl"].contains(words[1]) else { throw fail("\(name): 'Check: export present|gpl SYMBOL'") }
-            check = words[1] == "present" ? .exportPresent(symbol: words[2]) : .exportGPL(symbol: words[2])
+            guard words.count == 3, ["present", "gpl", "plain", "gpl-bare"].contains(words[1]) else { throw fail("\(name): 'Check: export present|gpl|plain|gpl-bare SYMBOL'") }
+            switch words[1] {
+            case "present": check = .exportPresent(symbol: words[2])
+            case "gpl": check = .exportGPL(symbol: words[2])
+            case "gpl-bare": check = .exportGPLBare(symbol: words[2])
+            default: check = .exportPlain(symbol: words[2])
+            }
         case "exports-all":
             guard words.count >= 2 else { throw fail("\(name): 'Check: exports-all SYMBOL...'") }
             check = .exportsAll(symbols: Array(words.dropFirst()))
@@ -324,8 +331,8 @@ enum CatalogParser {
             guard code != nil else { throw fail("\(name): '\(checkText)' needs 'Code:'") }
         case .rules:
             guard !probes.isEmpty, !results.isEmpty else { throw fail("\(name): 'Check: rules' needs Probe: and Result: fields") }
-        case .exportsAll:
-            guard !symvers.isEmpty else { throw fail("\(name): 'exports-all' needs 'Symvers:' candidates") }
+        case .exportsAll, .exportGPLBare:
+            guard !symvers.isEmpty else { throw fail("\(name): '\(check.patternName)' needs 'Symvers:' candidates") }
         default: break
         }
         if check != .rules, macros.count != 1 {

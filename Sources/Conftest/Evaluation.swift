@@ -88,6 +88,20 @@ public enum Evaluation {
             return finish(["#define \(macro) \(found ? 1 : 0)"], found
                 ? "Module.symvers exports \(symbol) GPL-only without a namespace → 1"
                 : "Module.symvers has no GPL-only, namespace-free export of \(symbol) → 0")
+        case .exportPlain(let symbol):
+            let found = symvers.contains { exportsPlainly($0, symbol: symbol) }
+            return finish(["#define \(macro) \(found ? 1 : 0)"], found
+                ? "Module.symvers exports \(symbol) as EXPORT_SYMBOL or EXPORT_SYMBOL_GPL without a namespace → 1"
+                : "Module.symvers has no EXPORT_SYMBOL or EXPORT_SYMBOL_GPL export of \(symbol) without a namespace → 0")
+        case .exportGPLBare(let symbol):
+            let paths = symversCandidates(definition).filter { FileManager.default.isReadableFile(atPath: $0) }
+            let found = paths.contains { path in
+                guard let data = FileManager.default.contents(atPath: path) else { return false }
+                return String(decoding: data, as: UTF8.self).split(separator: "\n").contains { endsWithBareGPLExport(String($0), symbol: symbol) }
+            }
+            return finish(["#define \(macro) \(found ? 1 : 0)"], found
+                ? "a Module.symvers line of \(symbol) ends with its GPL export type → 1"
+                : "no Module.symvers line of \(symbol) ends with a GPL export type (a namespace column follows it, or it is not GPL) → 0")
         case .exportsAll(let symbols):
             for path in symversCandidates(definition) {
                 guard FileManager.default.isReadableFile(atPath: path) else { continue }
@@ -110,6 +124,33 @@ public enum Evaluation {
     /// Whether a Module.symvers entry exports `symbol` (an EXPORT_SYMBOL* type), or, for
     /// `gplOnly`, exports it GPL-only with nothing but blanks after the type (conftest.sh's
     /// grep patterns, read as KernelTree's fields).
+    /// The line ends in `EXPORT_SYMBOL` or `EXPORT_SYMBOL_GPL` and blanks: the type with a
+    /// blank namespace (the current layout), or the last field (the v5.4 layout, where the
+    /// namespace came before the module).
+    static func exportsPlainly(_ export: SymbolExport, symbol: String) -> Bool {
+        guard export.symbol == symbol else { return false }
+        let plain: Set<String> = ["EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL"]
+        let blank: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" }
+        let trimmed: (String) -> String = { String($0.reversed().drop(while: blank).reversed()) }
+        let namespace = export.namespace ?? ""
+        if plain.contains(trimmed(export.exportType)) && namespace.allSatisfy(blank) {
+            return true
+        }
+        return plain.contains(trimmed(namespace))
+    }
+
+    /// `TAB symbol TAB … TAB EXPORT_(UNUSED_)*SYMBOL_GPL` at the very end of the line.
+    static func endsWithBareGPLExport(_ line: String, symbol: String) -> Bool {
+        guard let lastTab = line.lastIndex(of: "\t") else { return false }
+        var type = Substring(line[line.index(after: lastTab)...])
+        guard type.hasPrefix("EXPORT_") else { return false }
+        type = type.dropFirst("EXPORT_".count)
+        while type.hasPrefix("UNUSED_") { type = type.dropFirst("UNUSED_".count) }
+        guard type == "SYMBOL_GPL" else { return false }
+        guard let field = line.range(of: "\t" + symbol + "\t") else { return false }
+        return line.index(before: field.upperBound) < lastTab
+    }
+
     static func exports(_ export: SymbolExport, symbol: String, gplOnly: Bool) -> Bool {
         guard export.symbol == symbol else { return false }
         let namespace = export.namespace ?? ""

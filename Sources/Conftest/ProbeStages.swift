@@ -279,12 +279,29 @@ struct EvaluationStage {
         for (_, def, _) in planned {
             if case .exportPresent(let s) = def.check { wanted.insert(s) }
             if case .exportGPL(let s) = def.check { wanted.insert(s) }
+            if case .exportPlain(let s) = def.check { wanted.insert(s) }
         }
         let symvers = symversPaths.flatMap { ModuleSymvers.exports(naming: wanted, inFileAt: $0) }
+        // An export check with its own `Symvers:` reads exactly those files (an older
+        // conftest.sh reads only the kernel's), each read once.
+        var ownSymvers: [[String]: [SymbolExport]] = [:]
         var results: [String: TestResult] = [:]
         for (name, def, arm) in planned {
             let testOutcomes = byTest[name] ?? [:]
-            let verdict = Evaluation.verdict(for: def, outcomes: testOutcomes, symvers: symvers, environment: environment) { d in
+            var exports = symvers
+            switch def.check {
+            case .exportPresent, .exportGPL, .exportPlain:
+                guard !def.symversCandidates.isEmpty else { break }
+                let paths = Self.candidatePaths(def.symversCandidates, kernel: kernel).filter { FileManager.default.fileExists(atPath: $0) }
+                if let cached = ownSymvers[paths] {
+                    exports = cached
+                } else {
+                    exports = paths.flatMap { ModuleSymvers.exports(naming: wanted, inFileAt: $0) }
+                    ownSymvers[paths] = exports
+                }
+            default: break
+            }
+            let verdict = Evaluation.verdict(for: def, outcomes: testOutcomes, symvers: exports, environment: environment) { d in
                 Self.candidatePaths(d.symversCandidates, kernel: kernel)
             }
             let ordered = ProbeSource.probes(of: def).compactMap { testOutcomes[$0.name] }

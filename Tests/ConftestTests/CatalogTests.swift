@@ -26,7 +26,9 @@ import Testing
                 }
                 for env in [[:], ["GRID_BUILD": "1", "GRID_BUILD_CSP": "7", "VGX_BUILD": "1", "VGX_KVM_BUILD": "1", "VGX_DEVICE_VM_BUILD": "1"]] {
                     let verdict = Evaluation.verdict(for: d, outcomes: outcomes, symvers: [], environment: env)
-                    for line in verdict.lines {
+                    // `#error …` is a line some releases' tests write on purpose when no
+                    // prototype matches (dma_buf_export_args, wait_on_bit_lock_argument_count).
+                    for line in verdict.lines where !line.description.hasPrefix("#error ") {
                         #expect(line.macro != nil, "\(d.name): malformed line '\(line)'")
                         if let macro = line.macro { emitted.insert(macro) }
                     }
@@ -46,9 +48,12 @@ import Testing
     }
 
     @Test func noTwoTestsEmitTheSameMacro() throws {
+        // Upstream writes NV_LINUX_OF_H_USABLE from two tests (of_find_node_by_phandle
+        // and of_node_to_nid), each from the same linux/of.h compile.
+        let shared: Set<String> = ["NV_LINUX_OF_H_USABLE"]
         var owner: [String: String] = [:]
         for d in try Repo.catalog().definitions {
-            for m in d.macros {
+            for m in d.macros where !shared.contains(m) {
                 if let other = owner[m] {
                     #expect(other == d.name, "\(m) is emitted by both \(other) and \(d.name)")
                 }
@@ -67,6 +72,30 @@ import Testing
                 #expect(matching.count <= 1, "\(name): \(matching.count) definitions apply to \(release)")
             }
         }
+    }
+
+    @Test func releaseAlternatives() {
+        let set = ReleaseSet(terms: ["<515", "|", ">=580", "<595"])
+        #expect(set.contains("0.1.0"))
+        #expect(set.contains("580.105.08"))
+        #expect(!set.contains("570.211.01"))
+        #expect(!set.contains("595.45.04"))
+        #expect(!ReleaseSet.overlap(set, ReleaseSet(terms: [">=515", "<580"])))
+        #expect(ReleaseSet.overlap(set, ReleaseSet(terms: [">=590"])))
+        #expect(ReleaseSet.overlap(set, nil))
+    }
+
+    @Test func exportChecksTakeSymversCandidates() throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/nvbuild-symvers-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let text = "Test: is_export_symbol_present_{symbol}\nCheck: export plain {symbol}\nMacro: NV_P_{symbol}\nUpstream: 0123456789abcdef\nSymvers: {output}/Module.symvers\nNote: n\n"
+        try text.write(toFile: dir + "/t.conftest", atomically: true, encoding: .utf8)
+        let catalog = try Catalog.load(directory: dir)
+        let d = try #require(catalog.definition("is_export_symbol_present_foo", release: nil))
+        #expect(d.check == .exportPlain(symbol: "foo"))
+        #expect(d.symversCandidates == ["{output}/Module.symvers"])
+        #expect(d.macros == ["NV_P_foo"])
     }
 
     @Test func templatesAnswerAnySymbolName() throws {

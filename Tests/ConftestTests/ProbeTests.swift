@@ -187,6 +187,28 @@ import TestSupport
         #expect(Evaluation.exports(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo", gplOnly: false))
         #expect(!Evaluation.exports(entry("0x1\tfoobar\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo", gplOnly: false))
     }
+
+    @Test func bareGPLExportEndsTheLine() {
+        #expect(Evaluation.endsWithBareGPLExport("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL", symbol: "foo"))
+        #expect(Evaluation.endsWithBareGPLExport("0x1\tfoo\tvmlinux\tEXPORT_UNUSED_SYMBOL_GPL", symbol: "foo"))
+        #expect(!Evaluation.endsWithBareGPLExport("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\t", symbol: "foo"))
+        #expect(!Evaluation.endsWithBareGPLExport("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL", symbol: "foo"))
+        #expect(!Evaluation.endsWithBareGPLExport("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL_FUTURE", symbol: "foo"))
+        #expect(!Evaluation.endsWithBareGPLExport("0x1\tfoobar\tvmlinux\tEXPORT_SYMBOL_GPL", symbol: "foo"))
+        #expect(!Evaluation.endsWithBareGPLExport("0x1\tfoo\tEXPORT_SYMBOL_GPL", symbol: "foo"))
+    }
+
+    @Test func plainExportIsSymbolOrGPLWithoutNamespace() {
+        func entry(_ line: String) -> SymbolExport { ModuleSymvers(parsing: line).exports[0] }
+        #expect(Evaluation.exportsPlainly(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "foo"))
+        #expect(Evaluation.exportsPlainly(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\t"), symbol: "foo"))
+        #expect(Evaluation.exportsPlainly(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL"), symbol: "foo"))
+        #expect(!Evaluation.exportsPlainly(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL\tNS"), symbol: "foo"))
+        #expect(!Evaluation.exportsPlainly(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL_GPL_FUTURE\t"), symbol: "foo"))
+        #expect(!Evaluation.exportsPlainly(entry("0x1\tfoo\tvmlinux\tEXPORT_SYMBOL\t"), symbol: "fo"))
+        // The v5.4 layout: namespace before the module, the type last.
+        #expect(Evaluation.exportsPlainly(entry("0x1\tfoo\tNS\tvmlinux\tEXPORT_SYMBOL"), symbol: "foo"))
+    }
 }
 
 @Suite struct MacroLineTests {
