@@ -141,9 +141,9 @@ struct BuildCommand: AsyncParsableCommand {
         if fullTree == nil { try driverTree.checkBinaryCores() }
         // The per-kernel copies refuse the same links; checking once here makes a tree
         // that cannot be copied a failure (exit 1) before any kernel is tried.
-        let coreSlots = Dictionary(uniqueKeysWithValues: (fullTree?.cores ?? []).map { ($0.binaryPath, "/dev/null") })
+        // A full tree's cores come from CoreBuilder, so whatever kernel-open holds in their place is not read.
         _ = try TreeMirror(scanning: driverTree.path, outsideLinks: .copyFiles, binaryCores: Set(driverTree.binaryCores),
-                           providedFiles: coreSlots)
+                           excludingPaths: Set((fullTree?.cores ?? []).map(\.binaryPath)))
         let signing = try signingKey()
         let targets = try resolveTargets(tree: driverTree)
         // Every kernel's signer is checked before anything is built.
