@@ -78,7 +78,9 @@ struct ModulesOrderCommand: AsyncParsableCommand {
         } else {
             var text = ""
             for listing in listings {
-                for line in listing.lines { text += line + "\n" }
+                // Paths come from the module indexes, which may be damaged: a control character in
+                // one is shown escaped (lines of a sound index have none, so modprobe's bytes are kept).
+                for line in listing.lines { text += Terminal.escaped(line) + "\n" }
             }
             FileHandle.standardOutput.write(Data(text.utf8))
             for listing in listings {
