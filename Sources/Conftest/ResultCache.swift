@@ -393,19 +393,3 @@ public final class ResultCache: Sendable {
         return joined[colon.upperBound...].split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init)
     }
 }
-
-extension Sequence where Element == UInt8 {
-    var hexString: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        for b in self {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xf)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-}
-
-extension SHA256.Digest {
-    var hexString: String { Array(self).hexString }
-}

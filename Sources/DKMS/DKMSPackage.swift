@@ -226,7 +226,7 @@ public enum DKMSPackager {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw UserError(.environment, "\(path): cannot read the file back to list it: \(String(cString: strerror(errno)))")
             }
-            let digest = SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+            let digest = SHA256.hash(data: data).hexString
             return PackageFile(path: relative, mode: String(info.st_mode & 0o7777, radix: 8), size: Int(info.st_size), sha256: digest)
         }
     }

@@ -156,7 +156,7 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
         if let path = compilerPath(environment: environment) {
             let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
             if let data = FileManager.default.contents(atPath: resolved) {
-                identity += SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+                identity += SHA256.hash(data: data).hexString
             }
         }
         return identity
