@@ -49,7 +49,8 @@ public struct CoreBuilder: Sendable {
     /// The cores of `tree`, from the cache when an entry for the same key is intact, else
     /// built (make's output appended to `logPath`). A core whose make fails is an error
     /// naming the core, its folder and the log.
-    public func build(_ tree: FullTree, logPath: String?) async throws -> BuiltCores {
+    /// With `reuse` false (`--no-cache`) an intact entry is rebuilt rather than taken.
+    public func build(_ tree: FullTree, logPath: String?, reuse: Bool = true) async throws -> BuiltCores {
         let started = Date()
         let key = try await cacheKey(for: tree)
         let entry = "\(cacheDirectory)/\(key)"
@@ -57,7 +58,7 @@ public struct CoreBuilder: Sendable {
         // One builder per key at a time: a second nvbuild waits and then reuses the entry.
         let lock = try FileLock(path: "\(entry).lock")
         defer { lock.release() }
-        if let objects = Self.intactEntry(entry, key: key, tree: tree) {
+        if reuse, let objects = Self.intactEntry(entry, key: key, tree: tree) {
             return BuiltCores(objects: objects, key: key, reused: true, seconds: Date().timeIntervalSince(started), logPath: nil)
         }
         // A fixed path while building: objects that record where they were built are the
@@ -68,7 +69,7 @@ public struct CoreBuilder: Sendable {
         try createDirectory(staging)
         var log = Data()
         for core in tree.cores {
-            let output = "\(staging)/\(core.makeDirectory.replacingOccurrences(of: "/", with: "_"))"
+            let output = "\(staging)/\(Self.outputFolder(of: core))"
             let argv = makeCommand(for: core, tree: tree, outputDirectory: output)
             log.append(Data("$ \(argv.joined(separator: " "))\n".utf8))
             let status = try await ProcessRunner().stream(argv, ownProcessGroup: true) { chunk in
@@ -126,7 +127,7 @@ public struct CoreBuilder: Sendable {
                 hasher.update(data: data)
             }
         }
-        return hasher.finalize().map { String(format: "%02x", $0) }.joined().prefix(32).description
+        return String(hasher.finalize().hexString.prefix(32))
     }
 
     /// Folders never part of the cores' inputs: version control, nvbuild's own folder and
@@ -159,13 +160,18 @@ public struct CoreBuilder: Sendable {
 
     // MARK: Cache entries
 
+    /// A core's OUTPUTDIR inside an entry: its make folder, flattened (`src/nvidia` → `src_nvidia`).
+    static func outputFolder(of core: FullTree.Core) -> String {
+        core.makeDirectory.replacingOccurrences(of: "/", with: "_")
+    }
+
     /// The manifest seals an entry to its key: the key, then per core its binary path,
     /// object file and the object's SHA-256.
     static func manifest(key: String, tree: FullTree, directory: String) -> String {
         var text = "nvbuild-cores 1\nkey \(key)\n"
         for core in tree.cores {
-            let file = "\(core.makeDirectory.replacingOccurrences(of: "/", with: "_"))/\(core.objectName)"
-            let digest = FileManager.default.contents(atPath: "\(directory)/\(file)").map { SHA256.hash(data: $0).map { String(format: "%02x", $0) }.joined() } ?? "-"
+            let file = "\(outputFolder(of: core))/\(core.objectName)"
+            let digest = FileManager.default.contents(atPath: "\(directory)/\(file)").map { SHA256.hash(data: $0).hexString } ?? "-"
             text += "core \(core.binaryPath) \(file) \(digest)\n"
         }
         return text
@@ -180,7 +186,7 @@ public struct CoreBuilder: Sendable {
         else { return nil }
         var objects: [String: String] = [:]
         for core in tree.cores {
-            objects[core.binaryPath] = "\(entry)/\(core.makeDirectory.replacingOccurrences(of: "/", with: "_"))/\(core.objectName)"
+            objects[core.binaryPath] = "\(entry)/\(outputFolder(of: core))/\(core.objectName)"
         }
         return objects
     }

@@ -277,9 +277,8 @@ struct BuildCommand: AsyncParsableCommand {
         let cacheRoot = catalogAndCache.cacheDir ?? ResultCache.defaultDirectory(environment: environment)
         let builder = CoreBuilder(cacheDirectory: cacheRoot + "/cores", jobs: jobs,
                                   compiler: compiler.flatMap(CompilerCommand.init(parsing:)))
-        if catalogAndCache.noCache { try? FileManager.default.removeItem(atPath: cacheRoot + "/cores/" + (try await builder.cacheKey(for: fullTree))) }
         if !json { Terminal.status("building the OS-agnostic cores (\(fullTree.cores.map(\.objectName).joined(separator: ", ")))") }
-        let cores = try await builder.build(fullTree, logPath: buildRoot + "/cores.log")
+        let cores = try await builder.build(fullTree, logPath: buildRoot + "/cores.log", reuse: !catalogAndCache.noCache)
         if !json {
             Terminal.clearStatus()
             let what = fullTree.cores.map(\.objectName).joined(separator: ", ")
