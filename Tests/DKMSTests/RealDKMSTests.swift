@@ -18,6 +18,26 @@ struct RealDKMSTests {
         try? FileManager.default.removeItem(atPath: "/usr/src/\(name)-\(version)")
     }
 
+    /// `dkms add` of the package, then `dkms build` and `dkms install` for every standard
+    /// kernel, each expected to succeed (with DKMS's output as the message when not).
+    private func addBuildInstall(_ directory: String, name: String, version: String,
+                                 runner: ProcessRunner = ProcessRunner()) async throws {
+        let add = try await runner.run(["dkms", "add", directory])
+        #expect(add.succeeded, "\(add.standardOutput)\(add.standardError)")
+        for kernel in Fixtures.kernels {
+            let build = try await runner.run(["dkms", "build", "\(name)/\(version)", "-k", kernel])
+            #expect(build.succeeded, "dkms build -k \(kernel): \(build.standardOutput)\(build.standardError)")
+            let install = try await runner.run(["dkms", "install", "\(name)/\(version)", "-k", kernel])
+            #expect(install.succeeded, "dkms install -k \(kernel): \(install.standardOutput)\(install.standardError)")
+        }
+    }
+
+    /// The module DKMS installed for `kernel`, with whichever compression DKMS applied.
+    static func installedModule(_ module: String, kernel: String) -> String? {
+        ["", ".xz", ".zst", ".gz"].map { "/lib/modules/\(kernel)/updates/dkms/\(module).ko\($0)" }
+            .first { FileManager.default.fileExists(atPath: $0) }
+    }
+
     @Test func addBuildInstallForBothKernels() async throws {
         let name = Self.uniqueName("plain"), version = "1.0"
         let out = try Fixtures.temporaryDirectory("dkms-real")
@@ -27,20 +47,12 @@ struct RealDKMSTests {
             tree: tree, spec: DKMSPackageSpec(name: name, version: version, tree: tree), outputRoot: out)
         await cleanUp(name, version)
         do {
-            let add = try await Fixtures.run(["dkms", "add", package.directory])
-            #expect(add.succeeded, "\(add.standardOutput)\(add.standardError)")
-            for kernel in Fixtures.kernels {
-                let build = try await Fixtures.run(["dkms", "build", "\(name)/\(version)", "-k", kernel])
-                #expect(build.succeeded, "dkms build -k \(kernel): \(build.standardOutput)\(build.standardError)")
-                let install = try await Fixtures.run(["dkms", "install", "\(name)/\(version)", "-k", kernel])
-                #expect(install.succeeded, "dkms install -k \(kernel): \(install.standardOutput)\(install.standardError)")
-            }
+            try await addBuildInstall(package.directory, name: name, version: version)
             let status = try await Fixtures.run(["dkms", "status", name])
             for kernel in Fixtures.kernels {
                 #expect(status.standardOutput.contains("\(name)/\(version), \(kernel), x86_64: installed"), "\(status.standardOutput)")
                 // The installed module is the one built for that kernel.
-                let installed = ["", ".xz", ".zst", ".gz"].map { "/lib/modules/\(kernel)/updates/dkms/nvbuild_plain.ko\($0)" }
-                    .first { FileManager.default.fileExists(atPath: $0) }
+                let installed = Self.installedModule("nvbuild_plain", kernel: kernel)
                 #expect(installed != nil)
                 if let installed {
                     let vermagic = try await Fixtures.run(["modinfo", "-F", "vermagic", installed])
@@ -74,15 +86,10 @@ struct RealDKMSTests {
         let path = URL(fileURLWithPath: binary).deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
         let runner = ProcessRunner(environment: ProcessInfo.processInfo.environment.merging(["PATH": path]) { $1 })
         do {
-            #expect(try await runner.run(["dkms", "add", package.directory]).succeeded)
+            try await addBuildInstall(package.directory, name: name, version: version, runner: runner)
             for kernel in Fixtures.kernels {
-                let build = try await runner.run(["dkms", "build", "\(name)/\(version)", "-k", kernel])
-                #expect(build.succeeded, "dkms build -k \(kernel): \(build.standardOutput)\(build.standardError)")
-                let install = try await runner.run(["dkms", "install", "\(name)/\(version)", "-k", kernel])
-                #expect(install.succeeded, "dkms install -k \(kernel): \(install.standardOutput)\(install.standardError)")
                 for module in ["nvfixture", "nvfixture-drm"] {
-                    let installed = ["", ".xz", ".zst", ".gz"].map { "/lib/modules/\(kernel)/updates/dkms/\(module).ko\($0)" }
-                        .first { FileManager.default.fileExists(atPath: $0) }
+                    let installed = Self.installedModule(module, kernel: kernel)
                     #expect(installed != nil, "\(module) not installed for \(kernel)")
                     if let installed {
                         let vermagic = try await runner.run(["modinfo", "-F", "vermagic", installed])
@@ -120,15 +127,9 @@ struct RealDKMSTests {
         #expect(try DKMSLinter.lint(path: package.confPath).isEmpty)
         await cleanUp(name, version)
         do {
-            let add = try await Fixtures.run(["dkms", "add", package.directory])
-            #expect(add.succeeded, "\(add.standardOutput)\(add.standardError)")
+            try await addBuildInstall(package.directory, name: name, version: version)
             for kernel in Fixtures.kernels {
-                let build = try await Fixtures.run(["dkms", "build", "\(name)/\(version)", "-k", kernel])
-                #expect(build.succeeded, "dkms build -k \(kernel): \(build.standardOutput)\(build.standardError)")
-                let install = try await Fixtures.run(["dkms", "install", "\(name)/\(version)", "-k", kernel])
-                #expect(install.succeeded, "dkms install -k \(kernel): \(install.standardOutput)\(install.standardError)")
-                let installed = ["", ".xz", ".zst", ".gz"].map { "/lib/modules/\(kernel)/updates/dkms/nvcoreuser.ko\($0)" }
-                    .first { FileManager.default.fileExists(atPath: $0) }
+                let installed = Self.installedModule("nvcoreuser", kernel: kernel)
                 #expect(installed != nil, "nvcoreuser not installed for \(kernel)")
                 if let installed {
                     let vermagic = try await Fixtures.run(["modinfo", "-F", "vermagic", installed])
