@@ -167,12 +167,15 @@ struct RunProbe: AsyncParsableCommand {
                 Terminal.out("    \(t.reasoning)")
             }
         }
-        if !quiet { ProbeSummary.print(report, destination: destination) }
+        if !quiet { ProbeSummary.print(report, destination: destination, verbose: verbose) }
     }
 }
 
 enum ProbeSummary {
-    static func print(_ report: ProbeReport, destination: String) {
+    /// Catalog-hygiene findings (a probe that failed on a missing header rather than on
+    /// the feature) are for catalog authors: counted always, spelled out with --verbose,
+    /// so a DKMS make.log does not carry warnings its reader cannot act on.
+    static func print(_ report: ProbeReport, destination: String, verbose: Bool) {
         var defined = 0, undefined = 0
         for t in report.tests {
             for line in t.lines {
@@ -199,8 +202,11 @@ enum ProbeSummary {
         if !unknown.isEmpty {
             Terminal.warning("delegated to the tree's conftest.sh (not in the catalog): \(unknown.joined(separator: ", "))")
         }
-        for t in report.tests {
-            if let s = t.suspicious { Terminal.report(s) }
+        let suspicious = report.tests.compactMap(\.suspicious)
+        if verbose {
+            suspicious.forEach(Terminal.report)
+        } else if !suspicious.isEmpty {
+            Terminal.note("\(suspicious.count) catalog definition\(suspicious.count == 1 ? "" : "s") decided by a missing header rather than the feature (catalog hygiene; --verbose names them)")
         }
         for s in report.sanity { if let w = s.warning { Terminal.report(w) } }
     }
