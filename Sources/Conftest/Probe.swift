@@ -178,7 +178,7 @@ public enum Prober {
                                               jobs: options.jobs, grouping: options.grouping)
             .run(plan.units, progress: progress, clock: &clock)
         var results = EvaluationStage(kernel: kernel, environment: env).results(plan.planned, outcomes: compiled.byTest)
-        if let delegate = ConftestScriptDelegate(tree: options.tree, kernel: kernel, compiler: local, flags: flags,
+        if let delegate = ConftestScriptDelegate(tree: options.tree, kernel: kernel, compiler: local.uncached, flags: flags,
                                                  environment: env, jobs: options.jobs, scratch: scratch, slots: options.slots) {
             for r in try await delegate.run(plan.delegated, presence: presence, utsRelease: uts, progress: progress) { results[r.name] = r }
         }

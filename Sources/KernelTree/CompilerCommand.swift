@@ -113,6 +113,32 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
         return result
     }
 
+    /// Launchers that cache compiler output by its inputs.
+    static let cachingLaunchers: Set<String> = ["ccache", "sccache", "buildcache"]
+
+    /// The command without caching launchers (ccache and the like), for compiles no cache
+    /// can ever answer: conftest.sh writes each test to a file named after its process
+    /// (conftest$$.c), and ccache keys on the source file's name, so it only adds a
+    /// preprocessing pass there.
+    public var uncached: CompilerCommand {
+        var result = self
+        var kept: [String] = []
+        var index = 0
+        while index < launchers.count {
+            var end = index + 1
+            while end < launchers.count, launchers[end].hasPrefix("-") { end += 1 }
+            if !Self.cachingLaunchers.contains(Self.basename(launchers[index])) { kept += launchers[index..<end] }
+            index = end
+        }
+        result.launchers = kept
+        if let prefix = result.environment.removeValue(forKey: "CCACHE_PREFIX"), Self.basename(prefix) == "distcc",
+           !kept.contains(where: { Self.basename($0) == "distcc" }) {
+            // ccache ran distcc on a miss; without ccache, distcc is the launcher.
+            result.launchers = [prefix] + kept
+        }
+        return result
+    }
+
     /// The command as conftest.sh and make receive it: words joined by spaces (they split it again).
     public var description: String { argv.joined(separator: " ") }
 

@@ -47,6 +47,18 @@ import Testing
         #expect(CompilerLaunch(distccHosts: "w1", ccache: true).tools == ["ccache", "distcc"])
     }
 
+    /// conftest.sh names each test's source after its process, so no compiler cache can
+    /// answer its compiles: the delegated tests run without ccache, keeping distcc.
+    @Test func uncachedDropsOnlyCachingLaunchers() throws {
+        let gcc = CompilerCommand(compiler: "gcc-12")
+        #expect(gcc.launched(CompilerLaunch(ccache: true)).uncached == gcc)
+        let both = gcc.launched(CompilerLaunch(distccHosts: "w1/8", ccache: true))
+        #expect(both.uncached.argv == ["distcc", "gcc-12"])
+        #expect(both.uncached.environment == ["DISTCC_HOSTS": "w1/8"])
+        let named = try #require(CompilerCommand(parsing: "sccache -x distcc gcc-12 -m64"))
+        #expect(named.uncached.argv == ["distcc", "gcc-12", "-m64"])
+    }
+
     @Test func quotedWordsStayWhole() throws {
         let command = try #require(CompilerCommand(parsing: #"ccache "/opt/my tools/gcc" -DNAME='a b' -DQ=\"x\""#))
         #expect(command.argv == ["ccache", "/opt/my tools/gcc", "-DNAME=a b", #"-DQ="x""#])
