@@ -23,6 +23,10 @@ public struct LoaderFacts: Sendable, Equatable, Codable {
     /// `module` is this module's name.
     public var exports: [SymbolExport]
     public var thisModuleSize: Int?
+    /// The format the file is stored in.
+    public var compression: ModuleCompression = .none
+    /// Why the kernel's own decompressor would refuse the file if it were handed over compressed.
+    public var kernelDecompressionRefusal: KernelDecompressionRefusal?
 
     public struct UndefinedSymbol: Sendable, Equatable, Codable {
         public var symbol: String
@@ -57,8 +61,11 @@ extension LoaderFacts {
     /// of struct module, so equal CRCs mean equal sizes.
     public static func read(path: String, kernelLayoutCRC: UInt32? = nil) throws(ModuleReadError) -> LoaderFacts {
         do {
-            return try ModuleImage.withImage(path: path) { image, _ in
-                try read(image: image, path: path, kernelLayoutCRC: kernelLayoutCRC)
+            return try ModuleImage.withImage(path: path) { image, stored in
+                var facts = try read(image: image, path: path, kernelLayoutCRC: kernelLayoutCRC)
+                facts.compression = stored.compression
+                facts.kernelDecompressionRefusal = stored.kernelRefusal
+                return facts
             }
         } catch let error as ModuleReadError {
             throw error

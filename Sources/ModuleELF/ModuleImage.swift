@@ -5,26 +5,35 @@ public enum ModuleImage {
     /// Calls `body` with the ELF image of the module at `path` and the format the file was
     /// stored in. The bytes are valid only during the call.
     public static func withImage<Result>(
-        path: String, _ body: (UnsafeRawBufferPointer, ModuleCompression) throws -> Result
+        path: String, _ body: (UnsafeRawBufferPointer, StoredForm) throws -> Result
     ) throws -> Result {
         let raw = try ModuleBytes.map(path: path)
         return try withExtendedLifetime(raw) {
             let compression = ModuleCompression.detect(raw.buffer)
-            if compression == .none { return try body(raw.buffer, .none) }
+            if compression == .none { return try body(raw.buffer, StoredForm(compression: .none, kernelRefusal: nil)) }
+            let stored = StoredForm(compression: compression, kernelRefusal: compression.kernelRefusal(raw.buffer))
             let image = try decompressedImage(raw, format: compression, path: path)
-            return try withExtendedLifetime(image) { try body(image.buffer, compression) }
+            return try withExtendedLifetime(image) { try body(image.buffer, stored) }
         }
     }
 
+    /// How a module file is stored, as far as loading it depends on that.
+    public struct StoredForm: Sendable, Equatable {
+        public var compression: ModuleCompression
+        /// Why the kernel's own decompressor would refuse the file, when it would.
+        public var kernelRefusal: KernelDecompressionRefusal?
+    }
+
     /// The bytes to hand the kernel's `finit_module` for the module at `path`, and their
-    /// format: the file as it is when it is uncompressed or in `kernelDecompresses` (the one
-    /// format the target kernel unpacks itself), else its ELF image decompressed here.
+    /// format: the file as it is when it is uncompressed, or in `kernelDecompresses` (the one
+    /// format the target kernel unpacks itself) and `handoff` leaves it to the kernel; else
+    /// its ELF image decompressed here, as a user-space loader does.
     public static func bytesForLoading(
-        path: String, kernelDecompresses: ModuleCompression
+        path: String, kernelDecompresses: ModuleCompression, handoff: CompressedModuleHandoff = .kernel
     ) throws(ModuleReadError) -> (bytes: [UInt8], compression: ModuleCompression) {
         let raw = try ModuleBytes.map(path: path)
         let compression = ModuleCompression.detect(raw.buffer)
-        if compression == .none || compression == kernelDecompresses {
+        if compression == .none || handoff.kernelUnpacks(compression, kernelDecompresses: kernelDecompresses) {
             return (Array(raw.buffer), compression)
         }
         let image = try decompressedImage(raw, format: compression, path: path)

@@ -24,6 +24,9 @@ public struct KernelModel: Sendable {
     public var forceLoad: Bool
     /// The format the kernel decompresses modules in itself; `.none` without CONFIG_MODULE_DECOMPRESS.
     public var kernelDecompression: ModuleCompression
+    /// How the target's modprobe gives compressed modules to the kernel (kmod 31 and later:
+    /// the file itself when the kernel unpacks its format).
+    public var compressedHandoff: CompressedModuleHandoff = .kernel
     /// Exports by symbol, as Module.symvers lists them, except that `module` is the
     /// owner's name: "vmlinux" or a module name (`-` as `_`, no directory or suffix).
     public var exports: [String: SymbolExport]

@@ -96,6 +96,15 @@ public struct LoaderSimulation {
             return result
         }
 
+        // A file handed over compressed is unpacked first (finit_module with
+        // MODULE_INIT_COMPRESSED_FILE), by the kernel's own decoder.
+        if kernel.compressedHandoff.kernelUnpacks(module.compression, kernelDecompresses: kernel.kernelDecompression),
+           let refusal = module.kernelDecompressionRefusal {
+            messages.append("decompression failed with status \(refusal.status)")
+            signatureNotes.append(.note("\(name): \(refusal.reason)", remedy: refusal.remedy))
+            return fail(22)
+        }
+
         // Signature: checked first (module_sig_check, before the ELF is even looked at).
         let signatureOK: Bool
         if let policy = kernel.signaturePolicy, let signature, kernel.moduleSignatures {

@@ -45,6 +45,9 @@ public struct QemuTrial: Sendable {
     /// The format the kernel decompresses modules in itself (CONFIG_MODULE_DECOMPRESS);
     /// modules in any other format are decompressed here before the boot.
     public var kernelDecompression: ModuleCompression
+    /// How the guest's loader hands compressed modules over: the file itself (kmod 31 and
+    /// later, where the kernel unpacks its format), or decompressed here first (kmod 30).
+    public var compressedHandoff: CompressedModuleHandoff = .kernel
     /// A boot that has not powered off by then is killed and reported.
     public var timeoutSeconds: Int
     public var memoryMegabytes: Int
@@ -111,7 +114,7 @@ public struct QemuTrial: Sendable {
         for (index, load) in loads.enumerated() {
             let file: (bytes: [UInt8], compression: ModuleCompression)
             do {
-                file = try ModuleImage.bytesForLoading(path: load.path, kernelDecompresses: kernelDecompression)
+                file = try ModuleImage.bytesForLoading(path: load.path, kernelDecompresses: kernelDecompression, handoff: compressedHandoff)
             } catch {
                 throw UserError(.environment, "\(error.description); the qemu boot needs every module readable")
             }

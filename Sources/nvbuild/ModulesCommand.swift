@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KernelTree
+import ModuleELF
 import ModuleGraph
 import NVBuildSupport
 
@@ -107,7 +108,22 @@ struct LoadOptions: ParsableArguments {
     @Option(name: .customLong("from"), help: "Also read arguments from FILE, one per line ('-' for stdin); for thousands of modules.")
     var argumentFile: String?
 
+    @Option(name: .customLong("kmod-version"), help: ArgumentHelp(
+        "The kmod release whose modprobe loads the modules on the target (default: this machine's, from `kmod --version`).",
+        discussion: "From 31 on, modprobe hands a compressed module to a kernel that unpacks its format itself (CONFIG_MODULE_DECOMPRESS), whose xz decoder accepts only a CRC32 or no integrity check; earlier releases decompress in user space.",
+        valueName: "N"))
+    var kmodVersion: Int?
+
     @Argument(help: "Module files, names or aliases, in the order to load them.") var modules: [String] = []
+
+    /// How the target's modprobe hands compressed modules to the kernel: --kmod-version, else
+    /// this machine's kmod (the usual target is the machine itself), else kmod 31's way.
+    func compressedHandoff() async -> CompressedModuleHandoff {
+        if let kmodVersion { return CompressedModuleHandoff(kmodVersion: kmodVersion) }
+        guard ProcessRunner.lookup("kmod") != nil, let output = try? await ProcessRunner().run(["kmod", "--version"]),
+              let version = CompressedModuleHandoff.kmodVersion(fromVersionOutput: output.standardOutput) else { return .kernel }
+        return CompressedModuleHandoff(kmodVersion: version)
+    }
 
     /// The tree, the kernel facts and the plan of modules to load.
     func prepare() throws -> (ModuleTree, KernelTarget, LoadPlan) {
@@ -123,8 +139,9 @@ struct LoadOptions: ParsableArguments {
         return (moduleTree, target, plan)
     }
 
-    func kernelModel(target: KernelTarget, tree moduleTree: ModuleTree) throws -> KernelModel {
+    func kernelModel(target: KernelTarget, tree moduleTree: ModuleTree) async throws -> KernelModel {
         var model = try KernelModel(target: target, tree: moduleTree)
+        model.compressedHandoff = await compressedHandoff()
         for path in extraSymvers { try model.addSymvers(at: path) }
         return model
     }
@@ -216,7 +233,7 @@ struct ModulesVerifyCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (moduleTree, target, plan) = try options.prepare()
-        var model = try options.kernelModel(target: target, tree: moduleTree)
+        var model = try await options.kernelModel(target: target, tree: moduleTree)
         model.signaturePolicy = try SignaturePolicy.make(
             target: target, secureBoot: secureBoot, commandLine: commandLine, trust: trust, machineOwnerKeys: !noMachineOwnerKeys,
             bootDirectory: Self.bootDirectory(root: options.tree.root, release: target.release))
@@ -261,6 +278,7 @@ struct ModulesTryCommand: AsyncParsableCommand {
         _ = try QemuTrial.accelerator(for: accel)  // an unusable --accel kvm stops here, before any work
         let (_, target, plan) = try options.prepare()
         var trial = QemuTrial(target: target, timeoutSeconds: timeout, acceleration: accel)
+        trial.compressedHandoff = await options.compressedHandoff()
         trial.extraCommandLine = ((sigEnforce ? ["module.sig_enforce=1"] : []) + (lockdown ? ["lockdown=integrity"] : [])).joined(separator: " ")
         let outcome = try await trial.run(plan.loads)
         var report = LoadReport(

@@ -42,6 +42,59 @@ import Testing
         #expect(Array(loaded.messages.prefix(predicted.messages.count)) == predicted.messages, "verify \(predicted.messages) / try \(loaded.messages)")
     }
 
+    /// A `.ko.xz` as xz makes it by default (CRC64 check) and as the kernel's build makes it
+    /// (CRC32). kmod 31 and later hand the file to a kernel that unpacks xz itself, whose
+    /// decoder refuses the CRC64 stream; kmod 30 decompresses in user space, so it loads.
+    /// Each boot is predicted by verify with the same --kmod-version.
+    @Test(arguments: InstalledKernels.standard)
+    func compressedHandoffAsTheKernelDecides(release: String) async throws {
+        let scratch = CLI.temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        for file in ["Kbuild", "nvbuild_plain.c"] {
+            try FileManager.default.copyItem(
+                atPath: CLI.repository + "/Tests/Fixtures/plain-module/" + file, toPath: scratch + "/" + file)
+        }
+        let make = try await ProcessRunner().run(["make", "-C", "/lib/modules/\(release)/build", "M=\(scratch)", "modules"])
+        try #require(make.succeeded, "building the plain module for \(release): \(make.standardError)")
+        var copies: [String] = []
+        for check in ["crc64", "crc32"] {
+            try FileManager.default.createDirectory(atPath: "\(scratch)/\(check)", withIntermediateDirectories: true)
+            let copy = "\(scratch)/\(check)/nvbuild_plain.ko"
+            try FileManager.default.copyItem(atPath: scratch + "/nvbuild_plain.ko", toPath: copy)
+            let xz = try await ProcessRunner().run(["xz", "--check=\(check)", copy])
+            try #require(xz.succeeded, "xz: \(xz.standardError)")
+            copies.append(copy + ".xz")
+        }
+        let config = try String(contentsOfFile: "/lib/modules/\(release)/build/.config", encoding: .utf8)
+        let unpacksXZ = config.contains("\nCONFIG_MODULE_DECOMPRESS=y\n") && config.contains("\nCONFIG_MODULE_COMPRESS_XZ=y\n")
+
+        var boots = [("31", copies)]
+        if unpacksXZ { boots.append(("30", [copies[0]])) }
+        for (kmod, modules) in boots {
+            let common = ["--kernel", release, "--no-deps", "--json", "--kmod-version", kmod]
+            let tried = try Self.results(CLI.run(["modules", "try", "--timeout", "240"] + common + modules).stdout)
+            let predicted = try Self.results(CLI.run(["modules", "verify"] + common + modules).stdout)
+            try #require(tried.results.count == modules.count && predicted.results.count == modules.count, "kmod \(kmod): \(tried) / \(predicted)")
+            for (kernel, prediction) in zip(tried.results, predicted.results) {
+                #expect(kernel.loads == prediction.loads && kernel.errno == prediction.errno, "kmod \(kmod): try \(kernel) / verify \(prediction)")
+                #expect(Array(kernel.messages.prefix(prediction.messages.count)) == prediction.messages, "kmod \(kmod): try \(kernel.messages) / verify \(prediction.messages)")
+            }
+            switch (kmod, unpacksXZ) {
+            case ("31", true):
+                // The kernel's decoder refuses CRC64 (EINVAL), then loads the CRC32 copy.
+                #expect(!tried.results[0].loads && tried.results[0].errno == 22, "\(tried.results[0])")
+                #expect(tried.results[0].messages.contains { $0.contains("decompression failed with status 6") }, "\(tried.results[0].messages)")
+                #expect(tried.results[1].loads, "\(tried.results[1])")
+            case ("31", false):
+                // No in-kernel decompression: kmod 31 decompresses in user space too.
+                #expect(tried.results[0].loads && tried.results[1].errno == 17, "\(tried.results)")
+            default:
+                #expect(tried.results[0].loads, "\(tried.results[0])")
+            }
+        }
+    }
+
     /// --accel: tcg is honoured and said in text and JSON; kvm runs under KVM, or is an
     /// environment error in one line where qemu cannot use it; anything else is a usage error.
     @Test func explicitAccelerators() throws {
