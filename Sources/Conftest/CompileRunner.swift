@@ -14,6 +14,8 @@ public struct CompileRunner: Sendable {
     public var runner: ProcessRunner
     /// A private scratch directory this run owns (removed by the caller).
     public var scratch: String
+    /// The tree's conftest.sh NVIDIA_OOT_PATH: its include folder joins header presence.
+    public var outOfTreeDirectory: String?
     /// How many compiler processes this runner started (for reports and benchmarks).
     let runs = Counter()
     /// When set, every compile and preprocess waits for one of these slots.
@@ -140,10 +142,11 @@ public struct CompileRunner: Sendable {
         return decided
     }
 
+    /// conftest.sh passes `-I$NVIDIA_OOT_PATH/include` whether or not it exists; the
+    /// compiler ignores a missing folder, so only an existing one changes a result or a key.
     private func outOfTreeIncludes() -> [String] {
-        ["/usr/src/nvidia/nvidia-public/include", "/usr/src/nvidia/nvidia-oot/include"]
-            .filter { FileManager.default.fileExists(atPath: $0) }
-            .map { "-I\($0)" }
+        guard let outOfTreeDirectory, FileManager.default.fileExists(atPath: outOfTreeDirectory + "/include") else { return [] }
+        return ["-I\(outOfTreeDirectory)/include"]
     }
 
     private func headerKey(_ header: String, identity: String, extra: [String]) -> String {

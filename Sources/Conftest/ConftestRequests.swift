@@ -42,6 +42,11 @@ public struct ConftestRequests: Sendable {
     public var arms: ConftestArms?
     /// `patch-*.h` files beside conftest.sh, sorted as the shell's glob sorts them.
     public var patchFiles: [String]
+    /// The out-of-tree NVIDIA folder the tree's conftest.sh also reads (its `NVIDIA_OOT_PATH`:
+    /// /usr/src/nvidia/nvidia-oot in 580 and 590, nvidia-public from 595, none before):
+    /// `<dir>/Module.symvers` for export tests when the folder exists, `-I<dir>/include`
+    /// for header presence. Nil when the script names none.
+    public var outOfTreeDirectory: String?
 
     /// Every distinct requested test, in the order the headers first request them.
     public var allTests: [String] {
@@ -126,8 +131,23 @@ public struct ConftestRequests: Sendable {
             driverVersion: versionString(kbuild: kbuild),
             conftestScript: scriptReadable ? script : nil,
             arms: scriptReadable ? try ConftestArms.read(path: script) : nil,
-            patchFiles: patches
+            patchFiles: patches,
+            outOfTreeDirectory: scriptReadable ? Self.outOfTreeDirectory(script: (try? TextFile.read(script)) ?? "") : nil
         )
+    }
+
+    /// The value of the script's top-level `NVIDIA_OOT_PATH=` assignment (quotes removed),
+    /// nil without one or when the value is not a plain absolute path.
+    static func outOfTreeDirectory(script: String) -> String? {
+        for line in script.split(separator: "\n") where line.hasPrefix("NVIDIA_OOT_PATH=") {
+            var value = line.dropFirst("NVIDIA_OOT_PATH=".count).trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, let quote = value.first, quote == "\"" || quote == "'", value.last == quote {
+                value = String(value.dropFirst().dropLast())
+            }
+            guard value.hasPrefix("/"), !value.contains(where: { "$`\\ ;".contains($0) }) else { return nil }
+            return value
+        }
+        return nil
     }
 
     /// The header-presence list wherever the tree's Kbuild keeps it (see `HeaderList`).

@@ -168,6 +168,7 @@ public enum Prober {
         let flags = try await Toolchain.flags(options, compiler: local, identity: identity)
         var runner = CompileRunner(compiler: compiler, flags: flags, scratch: scratch)
         runner.slots = options.slots
+        runner.outOfTreeDirectory = options.tree.outOfTreeDirectory
         let presence = try await HeaderPresenceStage(runner: runner, jobs: options.jobs, cache: cache, identity: identity)
             .run(options.tree.headerPresenceTests, progress: progress)
         clock.lap("flags+headers")
@@ -177,7 +178,8 @@ public enum Prober {
         let compiled = try await CompileStage(runner: runner, presence: presence, cache: cache, identity: identity,
                                               jobs: options.jobs, grouping: options.grouping)
             .run(plan.units, progress: progress, clock: &clock)
-        var results = EvaluationStage(kernel: kernel, environment: env).results(plan.planned, outcomes: compiled.byTest)
+        var results = EvaluationStage(kernel: kernel, environment: env, outOfTreeDirectory: options.tree.outOfTreeDirectory)
+            .results(plan.planned, outcomes: compiled.byTest)
         if let delegate = ConftestScriptDelegate(tree: options.tree, kernel: kernel, compiler: local.uncached, flags: flags,
                                                  environment: env, jobs: options.jobs, scratch: scratch, slots: options.slots) {
             for r in try await delegate.run(plan.delegated, presence: presence, utsRelease: uts, progress: progress) { results[r.name] = r }

@@ -271,9 +271,13 @@ struct CompileStage {
 struct EvaluationStage {
     var kernel: KernelTarget
     var environment: [String: String]
+    /// The tree's conftest.sh NVIDIA_OOT_PATH: its Module.symvers is read too when the folder exists.
+    var outOfTreeDirectory: String?
 
     func results(_ planned: [(name: String, definition: TestDefinition, arm: ConftestArms.Arm?)], outcomes byTest: [String: [String: ProbeOutcome]]) -> [String: TestResult] {
-        let symversPaths = [kernel.moduleSymversPath] + ["/usr/src/nvidia/nvidia-public/Module.symvers"].filter { FileManager.default.fileExists(atPath: $0) }
+        let symversPaths = [kernel.moduleSymversPath] + [outOfTreeDirectory].compactMap { directory in
+            directory.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 + "/Module.symvers" : nil }
+        }
         // Only entries naming a requested symbol matter; the kernel's list has ~30,000.
         var wanted = Set<String>()
         for (_, def, _) in planned {

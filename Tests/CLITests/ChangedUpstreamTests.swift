@@ -1,4 +1,5 @@
 import Foundation
+import NVBuildSupport
 import Testing
 
 /// A conftest.sh arm that changed upstream: the probe must not follow the catalog's
@@ -71,6 +72,44 @@ import Testing
         #expect(list.status == 0)
         #expect(list.stdout.split(separator: "\n").contains { $0.hasPrefix(Self.altered + "\tchanged-upstream\t") })
         for dir in [cleanOut, jsonOut] { try? FileManager.default.removeItem(atPath: dir) }
+    }
+
+    /// An export test also reads the Module.symvers of the folder the tree's conftest.sh
+    /// names in NVIDIA_OOT_PATH (it differs across releases), when that folder exists: the
+    /// probe and the tree's own conftest.sh give the same line with and without it.
+    @Test func exportTestsReadTheScriptsOutOfTreeFolder() async throws {
+        let kernel = try CLI.standardKernel("6.1.")
+        let dir = CLI.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let copy = dir + "/tree", outOfTree = dir + "/oot"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Self.tree, toPath: copy)
+        let symbol = "nvbuild_oot_probe_symbol", test = "fixture_arms_export_present_nvbuild_oot_probe_symbol"
+        let script = try String(contentsOfFile: copy + "/conftest.sh", encoding: .utf8)
+        let moved = script.replacingOccurrences(of: "NVIDIA_OOT_PATH=\"/usr/src/nvidia/nvidia-public\"", with: "NVIDIA_OOT_PATH=\"\(outOfTree)\"")
+        try #require(moved != script)
+        try moved.write(toFile: copy + "/conftest.sh", atomically: true, encoding: .utf8)
+        let kbuild = copy + "/nvarms/nvarms.Kbuild"
+        try (try String(contentsOfFile: kbuild, encoding: .utf8) + "NV_CONFTEST_SYMBOL_COMPILE_TESTS += \(test)\n")
+            .write(toFile: kbuild, atomically: true, encoding: .utf8)
+
+        func lines() async throws -> (probe: String, script: String) {
+            let (probe, out) = try Self.probe(copy, kernel: kernel, ["--strict"])
+            #expect(probe.status == 0, "\(probe.stderr)")
+            let header = (try? String(contentsOfFile: out + "/symbols.h", encoding: .utf8)) ?? ""
+            try? FileManager.default.removeItem(atPath: out)
+            let own = try await ProcessRunner().run(
+                ["/bin/sh", copy + "/conftest.sh", "gcc", "x86_64", "/lib/modules/\(kernel)/source", "/lib/modules/\(kernel)/build", "compile_tests", "", test])
+            let line = { (text: String) in text.split(separator: "\n").first { $0.contains("PRESENT_\(symbol)") }.map(String.init) ?? "" }
+            return (line(header), line(own.standardOutput))
+        }
+        let absent = try await lines()
+        #expect(absent.probe == "#define NV_FIXTURE_ARMS_EXPORT_PRESENT_\(symbol) 0" && absent.probe == absent.script, "\(absent)")
+
+        try FileManager.default.createDirectory(atPath: outOfTree, withIntermediateDirectories: true)
+        try "0x12345678\t\(symbol)\tnvidia\tEXPORT_SYMBOL\t\n".write(toFile: outOfTree + "/Module.symvers", atomically: true, encoding: .utf8)
+        let present = try await lines()
+        #expect(present.probe == "#define NV_FIXTURE_ARMS_EXPORT_PRESENT_\(symbol) 1" && present.probe == present.script, "\(present)")
     }
 
     /// A tree without NVIDIA's conftest.sh arms says that the catalog was matched by name.

@@ -9,6 +9,13 @@ ARCH=$2
 SOURCES=$3
 OUTPUT=$4
 
+# An out-of-tree package's exports are searched too when its folder exists.
+NVIDIA_OOT_PATH="/usr/src/nvidia/nvidia-public"
+MODULE_SYMVERS_PATHS="$OUTPUT/Module.symvers"
+if [ -d "$NVIDIA_OOT_PATH" ]; then
+    MODULE_SYMVERS_PATHS="$MODULE_SYMVERS_PATHS $NVIDIA_OOT_PATH/Module.symvers"
+fi
+
 compile_check_conftest() {
     #
     # Compile $1 after the header-presence results; a "functions" test is
@@ -36,7 +43,7 @@ compile_check_conftest() {
 }
 
 symbol_exported() {
-    grep -q -e "	$1	.*	EXPORT_SYMBOL" "$OUTPUT/Module.symvers" 2>/dev/null
+    grep -q -e "	$1	.*	EXPORT_SYMBOL" $MODULE_SYMVERS_PATHS 2>/dev/null
 }
 
 compile_test() {
