@@ -16,6 +16,8 @@ public struct LoadReport: Sendable, Equatable, Codable {
     public var diagnostics: [Diagnostic] = []
     /// For a verify that checked signatures: enforcement, lockdown and the trusted keys.
     public var signatures: SignaturePolicy.Summary?
+    /// How compressed modules were handed to the kernel (as the target's kmod does).
+    public var compressedHandoff: CompressedModuleHandoff?
 
     public init(kernel: String, method: String, plan: LoadPlan, results: [LoadResult], accelerator: QemuTrial.Accelerator? = nil) {
         self.kernel = kernel

@@ -162,6 +162,12 @@ struct LoadOptions: ParsableArguments {
                     Terminal.out(Terminal.escaped("trusted key: \(key.subject) (\(key.source)\(enrollment))"))
                 }
             }
+            if let handoff = report.compressedHandoff,
+               report.plan.loads.contains(where: { [".xz", ".zst", ".gz"].contains(where: $0.path.hasSuffix) }) {
+                Terminal.out(handoff == .kernel
+                    ? "compressed modules: handed to the kernel, which unpacks its own format (kmod 31 and later)"
+                    : "compressed modules: decompressed in user space first (kmod 30 and earlier)")
+            }
             for diagnostic in report.diagnostics { Terminal.report(diagnostic) }
             for problem in report.plan.problems { Terminal.report(problem) }
             for name in report.plan.builtin { Terminal.note("\(name): built into the kernel, nothing to load") }
@@ -240,6 +246,7 @@ struct ModulesVerifyCommand: AsyncParsableCommand {
         let results = try await moduleTree.simulate(plan, kernel: model)
         var report = LoadReport(kernel: target.release, method: "simulation", plan: plan, results: results)
         report.signatures = model.signaturePolicy?.summary
+        report.compressedHandoff = model.compressedHandoff
         try options.finish(report)
     }
 }
@@ -283,6 +290,7 @@ struct ModulesTryCommand: AsyncParsableCommand {
         let outcome = try await trial.run(plan.loads)
         var report = LoadReport(
             kernel: target.release, method: "qemu", plan: plan, results: outcome.results, accelerator: outcome.accelerator)
+        report.compressedHandoff = trial.compressedHandoff
         if let why = outcome.kvmFailure {
             report.diagnostics.append(.note("qemu could not run the guest under KVM (\(why)); it ran under TCG", remedy: "--accel tcg skips the KVM attempt"))
         }
