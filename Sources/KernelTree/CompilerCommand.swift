@@ -63,18 +63,8 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
     public func launched(_ launch: CompilerLaunch) -> CompilerCommand {
         guard launch.distccHosts != nil || launch.ccache else { return self }
         var result = self
-        var kept: [String] = []
-        var index = 0
         // The launchers asked for replace the same ones named in CC, with their options.
-        while index < launchers.count {
-            let name = Self.basename(launchers[index])
-            var end = index + 1
-            while end < launchers.count, launchers[end].hasPrefix("-") { end += 1 }
-            if !((name == "distcc" && launch.distccHosts != nil) || (name == "ccache" && launch.ccache)) {
-                kept += launchers[index..<end]
-            }
-            index = end
-        }
+        let kept = launcherWords(removing: { name in (name == "distcc" && launch.distccHosts != nil) || (name == "ccache" && launch.ccache) })
         if let hosts = launch.distccHosts {
             result.environment["DISTCC_HOSTS"] = hosts
             if launch.ccache {
@@ -99,15 +89,7 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
     public var local: CompilerCommand {
         guard isDistributed else { return self }
         var result = self
-        var kept: [String] = []
-        var index = 0
-        while index < launchers.count {
-            var end = index + 1
-            while end < launchers.count, launchers[end].hasPrefix("-") { end += 1 }
-            if Self.basename(launchers[index]) != "distcc" { kept += launchers[index..<end] }
-            index = end
-        }
-        result.launchers = kept
+        result.launchers = launcherWords(removing: { $0 == "distcc" })
         result.environment["DISTCC_HOSTS"] = nil
         if result.environment["CCACHE_PREFIX"] == "distcc" { result.environment["CCACHE_PREFIX"] = nil }
         return result
@@ -122,14 +104,7 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
     /// preprocessing pass there.
     public var uncached: CompilerCommand {
         var result = self
-        var kept: [String] = []
-        var index = 0
-        while index < launchers.count {
-            var end = index + 1
-            while end < launchers.count, launchers[end].hasPrefix("-") { end += 1 }
-            if !Self.cachingLaunchers.contains(Self.basename(launchers[index])) { kept += launchers[index..<end] }
-            index = end
-        }
+        let kept = launcherWords(removing: Self.cachingLaunchers.contains)
         result.launchers = kept
         if let prefix = result.environment.removeValue(forKey: "CCACHE_PREFIX"), Self.basename(prefix) == "distcc",
            !kept.contains(where: { Self.basename($0) == "distcc" }) {
@@ -137,6 +112,20 @@ public struct CompilerCommand: Sendable, Hashable, CustomStringConvertible {
             result.launchers = [prefix] + kept
         }
         return result
+    }
+
+    /// The launcher words without the launchers whose base name `removed` selects, each
+    /// taken out with the options that follow it.
+    private func launcherWords(removing removed: (String) -> Bool) -> [String] {
+        var kept: [String] = []
+        var index = 0
+        while index < launchers.count {
+            var end = index + 1
+            while end < launchers.count, launchers[end].hasPrefix("-") { end += 1 }
+            if !removed(Self.basename(launchers[index])) { kept += launchers[index..<end] }
+            index = end
+        }
+        return kept
     }
 
     /// The command as conftest.sh and make receive it: words joined by spaces (they split it again).
