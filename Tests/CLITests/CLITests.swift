@@ -1,4 +1,5 @@
 import Foundation
+import NVBuildSupport
 import TestSupport
 import Testing
 
@@ -11,6 +12,18 @@ enum CLI {
     /// rebuild during a long campaign does not change the binary under test).
     static var binary: String {
         ProcessInfo.processInfo.environment["NVBUILD_TEST_BINARY"] ?? BuiltProducts.nvbuild ?? repository + "/.build/debug/nvbuild"
+    }
+
+    /// Builds Tests/Fixtures/plain-module for `release` with the kernel's own Kbuild in
+    /// `directory` (created); returns the path of nvbuild_plain.ko.
+    static func buildPlainModule(release: String, in directory: String) async throws -> String {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for file in ["Kbuild", "nvbuild_plain.c"] {
+            try FileManager.default.copyItem(atPath: repository + "/Tests/Fixtures/plain-module/" + file, toPath: directory + "/" + file)
+        }
+        let make = try await ProcessRunner().run(["make", "-C", "/lib/modules/\(release)/build", "M=\(directory)", "modules"])
+        try #require(make.succeeded, "building the plain module for \(release): \(make.standardError)")
+        return directory + "/nvbuild_plain.ko"
     }
 
     struct Output {

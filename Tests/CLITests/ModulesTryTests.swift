@@ -10,15 +10,9 @@ import Testing
     @Test(arguments: InstalledKernels.standard)
     func zstdModuleLoadsUnderQemu(release: String) async throws {
         let scratch = CLI.temporaryDirectory()
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        for file in ["Kbuild", "nvbuild_plain.c"] {
-            try FileManager.default.copyItem(
-                atPath: CLI.repository + "/Tests/Fixtures/plain-module/" + file, toPath: scratch + "/" + file)
-        }
-        let make = try await ProcessRunner().run(["make", "-C", "/lib/modules/\(release)/build", "M=\(scratch)", "modules"])
-        try #require(make.succeeded, "building the plain module for \(release): \(make.standardError)")
-        let compress = try await ProcessRunner().run(["zstd", "-q", "--rm", scratch + "/nvbuild_plain.ko"])
+        let built = try await CLI.buildPlainModule(release: release, in: scratch)
+        let compress = try await ProcessRunner().run(["zstd", "-q", "--rm", built])
         try #require(compress.succeeded, "zstd: \(compress.standardError)")
         let module = scratch + "/nvbuild_plain.ko.zst"
         try #require(FileManager.default.fileExists(atPath: module))
@@ -49,19 +43,13 @@ import Testing
     @Test(arguments: InstalledKernels.standard)
     func compressedHandoffAsTheKernelDecides(release: String) async throws {
         let scratch = CLI.temporaryDirectory()
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        for file in ["Kbuild", "nvbuild_plain.c"] {
-            try FileManager.default.copyItem(
-                atPath: CLI.repository + "/Tests/Fixtures/plain-module/" + file, toPath: scratch + "/" + file)
-        }
-        let make = try await ProcessRunner().run(["make", "-C", "/lib/modules/\(release)/build", "M=\(scratch)", "modules"])
-        try #require(make.succeeded, "building the plain module for \(release): \(make.standardError)")
+        let built = try await CLI.buildPlainModule(release: release, in: scratch)
         var copies: [String] = []
         for check in ["crc64", "crc32"] {
             try FileManager.default.createDirectory(atPath: "\(scratch)/\(check)", withIntermediateDirectories: true)
             let copy = "\(scratch)/\(check)/nvbuild_plain.ko"
-            try FileManager.default.copyItem(atPath: scratch + "/nvbuild_plain.ko", toPath: copy)
+            try FileManager.default.copyItem(atPath: built, toPath: copy)
             let xz = try await ProcessRunner().run(["xz", "--check=\(check)", copy])
             try #require(xz.succeeded, "xz: \(xz.standardError)")
             copies.append(copy + ".xz")

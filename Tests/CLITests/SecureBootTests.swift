@@ -23,14 +23,7 @@ import Testing
     static func prepare(_ release: String) async throws -> Prepared {
         try InstalledKernels.requireImage(release)
         let scratch = CLI.temporaryDirectory()
-        try FileManager.default.createDirectory(atPath: scratch + "/build", withIntermediateDirectories: true)
-        for file in ["Kbuild", "nvbuild_plain.c"] {
-            try FileManager.default.copyItem(
-                atPath: CLI.repository + "/Tests/Fixtures/plain-module/" + file, toPath: scratch + "/build/" + file)
-        }
-        let make = try await ProcessRunner().run(["make", "-C", "/lib/modules/\(release)/build", "M=\(scratch)/build", "modules"])
-        try #require(make.succeeded, "building the plain module for \(release): \(make.standardError)")
-        let built = scratch + "/build/nvbuild_plain.ko"
+        let built = try await CLI.buildPlainModule(release: release, in: scratch + "/build")
 
         let key = scratch + "/test.key", certificate = scratch + "/test.crt"
         let request = try await ProcessRunner().run([
@@ -164,14 +157,9 @@ import Testing
         let release = try #require(InstalledKernels.standard.first, "no standard kernel installed (scripts/setup)")
         try InstalledKernels.requireImage(release)
         let scratch = CLI.temporaryDirectory()
-        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
-        for file in ["Kbuild", "nvbuild_plain.c"] {
-            try FileManager.default.copyItem(atPath: CLI.repository + "/Tests/Fixtures/plain-module/" + file, toPath: scratch + "/" + file)
-        }
-        let make = try await ProcessRunner().run(["make", "-C", "/lib/modules/\(release)/build", "M=\(scratch)", "modules"])
-        try #require(make.succeeded, "\(make.standardError)")
-        let verified = try CLI.run(["modules", "verify", "--kernel", release, "--no-deps", scratch + "/nvbuild_plain.ko"])
+        let built = try await CLI.buildPlainModule(release: release, in: scratch)
+        let verified = try CLI.run(["modules", "verify", "--kernel", release, "--no-deps", built])
         #expect(verified.status == 0, "\(verified.stderr)")
         #expect(verified.stdout.contains("module verification failed: signature and/or required key missing - tainting kernel"), "\(verified.stdout)")
         #expect(!verified.stdout.contains("signatures:"))
