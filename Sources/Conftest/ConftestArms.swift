@@ -36,10 +36,15 @@ public struct ConftestArms: Sendable {
     /// Nil when the script has no `compile_test() { case "$1" in … esac }`: not shaped like
     /// NVIDIA's conftest.sh (the fixture's own script, other drivers), so there are no arms.
     public static func read(path: String) throws -> ConftestArms? {
+        try parse(scriptBytes(path: path), path: path)
+    }
+
+    /// The bytes of the tree's conftest.sh, or an error naming it.
+    static func scriptBytes(path: String) throws -> [UInt8] {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw UserError(.environment, "\(path): not readable; the tree's conftest.sh must be readable to match its tests to the catalog")
         }
-        return try parse(Array(data), path: path)
+        return Array(data)
     }
 
     /// The arm a test name selects, as the shell's `case` does: the first item with a

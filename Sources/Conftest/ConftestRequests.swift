@@ -119,6 +119,8 @@ public struct ConftestRequests: Sendable {
             headerTests = headerTests.filter { seen.insert($0).inserted }
         }
         let scriptReadable = fm.isReadableFile(atPath: script)
+        // Read once: its case arms and its globals both come from it.
+        let scriptBytes = scriptReadable ? try ConftestArms.scriptBytes(path: script) : nil
         if modules.isEmpty == false, requests.values.allSatisfy(\.isEmpty) {
             let fragments = modules.map { "\(path)/\($0)/\($0).Kbuild" }.joined(separator: ", ")
             throw UserError(.environment, "\(fragments): no NV_CONFTEST_*_COMPILE_TESTS requests found; not a Kbuild layout nvbuild can read (it reads 'NV_CONFTEST_…_COMPILE_TESTS += test' lines and the files they 'include $(src)/…')")
@@ -130,9 +132,9 @@ public struct ConftestRequests: Sendable {
             path: path, modules: modules, requests: requests, headerPresenceTests: headerTests, headerList: headerList,
             driverVersion: versionString(kbuild: kbuild),
             conftestScript: scriptReadable ? script : nil,
-            arms: scriptReadable ? try ConftestArms.read(path: script) : nil,
+            arms: try scriptBytes.flatMap { try ConftestArms.parse($0, path: script) },
             patchFiles: patches,
-            outOfTreeDirectory: scriptReadable ? Self.outOfTreeDirectory(script: (try? TextFile.read(script)) ?? "") : nil
+            outOfTreeDirectory: scriptBytes.flatMap { Self.outOfTreeDirectory(script: String(decoding: $0, as: UTF8.self)) }
         )
     }
 
