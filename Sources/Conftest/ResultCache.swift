@@ -164,19 +164,80 @@ public final class ResultCache: Sendable {
     // MARK: Storage
 
     /// The first line of an entry in the current format; any other is a miss.
-    static let entryFormat = "nvbuild-cache 4"
+    static let entryFormat = "nvbuild-cache 5"
     static let manifestFormat = "nvbuild-manifest 4"
+    /// Outcomes one entry keeps. Keys abstract the kernel and tree locations, so one key
+    /// serves every kernel and tree whose flags and test text are the same; their headers
+    /// differ (6.1 and 6.12), and each outcome holds only while its own manifest does. A
+    /// single outcome per key made probes for two kernels evict each other's results.
+    static let maxVariants = 8
 
-    /// Entry format (text, one field per line, then the output verbatim):
-    ///   nvbuild-cache 4 / key <hex> / ok 0|1 / manifest <id> / absent <path>... / output <bytes> / <output> / checksum <sha256 of all above>
+    /// One outcome of a key: valid while every file of its manifest is unchanged and
+    /// every `absent` path (placeholders kept) is still missing.
+    struct Variant: Equatable {
+        var ok: Bool
+        var manifest: String
+        var absent: [String]
+        var output: String
+    }
+
+    /// Entry format (text, one field per line, each output verbatim):
+    ///   nvbuild-cache 5 / key <hex> / then per variant, newest first:
+    ///   variant / ok 0|1 / manifest <id> / absent <path>... / output <bytes> / <output>
+    ///   / checksum <sha256 of all above>
     /// The key line is what binds the entry to its file name: the seal covers it.
     private func write(key: String, ok: Bool, output: String, dependencies: [String], absent: [String]) {
         guard let manifestID = manifest(for: dependencies) else { return }  // an input vanished meanwhile: do not cache
-        var body = "\(Self.entryFormat)\nkey \(key)\nok \(ok ? 1 : 0)\nmanifest \(manifestID)\n"
-        for a in absent { body += "absent \(normalize(a))\n" }
-        body += "output \(output.utf8.count)\n\(output)\n"
+        let new = Variant(ok: ok, manifest: manifestID, absent: absent.map(normalize), output: output)
+        var variants = [new]
+        // Outcomes for other inputs stay (newest first). Two probes storing one key at
+        // the same moment can drop each other's variant: a later miss, never a wrong answer.
+        if case .valid(let body) = Self.entryBody(FileManager.default.contents(atPath: entryPath(key)), key: key),
+           let stored = Self.variants(parsing: body) {
+            for v in stored where variants.count < Self.maxVariants && !(v.manifest == new.manifest && v.absent == new.absent) {
+                variants.append(v)
+            }
+        }
+        var body = "\(Self.entryFormat)\nkey \(key)\n"
+        for v in variants {
+            body += "variant\nok \(v.ok ? 1 : 0)\nmanifest \(v.manifest)\n"
+            for a in v.absent { body += "absent \(a)\n" }
+            body += "output \(v.output.utf8.count)\n\(v.output)\n"
+        }
         // Not fsynced: a torn entry fails its checksum and is a miss, never a wrong answer.
         try? AtomicFile.write(Self.sealed(body), to: entryPath(key), durable: false)
+    }
+
+    /// The variants of an entry body (after its format and key lines); nil when it is
+    /// sealed but malformed, i.e. written by something else than this cache.
+    static func variants(parsing body: String) -> [Variant]? {
+        var rest = Substring(body)
+        func line() -> Substring? {
+            guard let nl = rest.firstIndex(of: "\n") else { return nil }
+            defer { rest = rest[rest.index(after: nl)...] }
+            return rest[..<nl]
+        }
+        var variants: [Variant] = []
+        while !rest.isEmpty {
+            guard line() == "variant", let okLine = line(), okLine == "ok 0" || okLine == "ok 1",
+                  let manifestLine = line(), manifestLine.hasPrefix("manifest ")
+            else { return nil }
+            var absent: [String] = []
+            var next = line()
+            while let l = next, l.hasPrefix("absent ") {
+                absent.append(String(l.dropFirst("absent ".count)))
+                next = line()
+            }
+            guard let outputLine = next, outputLine.hasPrefix("output "), let count = Int(outputLine.dropFirst("output ".count)),
+                  count >= 0, let end = rest.utf8.index(rest.utf8.startIndex, offsetBy: count, limitedBy: rest.utf8.endIndex),
+                  end < rest.utf8.endIndex, rest.utf8[end] == UInt8(ascii: "\n")
+            else { return nil }
+            let output = String(decoding: rest.utf8[..<end], as: UTF8.self)
+            rest = rest[rest.utf8.index(after: end)...]
+            variants.append(Variant(ok: okLine == "ok 1", manifest: String(manifestLine.dropFirst("manifest ".count)),
+                                    absent: absent, output: output))
+        }
+        return variants.isEmpty ? nil : variants
     }
 
     /// The id of the manifest for a dependency list, written once; many results of one
@@ -254,33 +315,14 @@ public final class ResultCache: Sendable {
             return nil
         case .valid(let b): body = b
         }
-        var rest = Substring(body)
-        func line() -> Substring? {
-            guard let nl = rest.firstIndex(of: "\n") else { return nil }
-            defer { rest = rest[rest.index(after: nl)...] }
-            return rest[..<nl]
-        }
-        // Sealed but malformed: written by something else than this cache.
-        func malformed() -> (Bool, String)? {
+        guard let variants = Self.variants(parsing: body) else {
             reject()
             return nil
         }
-        guard let okLine = line(), okLine == "ok 0" || okLine == "ok 1",
-            let manifestLine = line(), manifestLine.hasPrefix("manifest ")
-        else { return malformed() }
-        var absent: [String] = []
-        var next = line()
-        while let l = next, l.hasPrefix("absent ") {
-            absent.append(String(l.dropFirst("absent ".count)))
-            next = line()
+        for v in variants where manifestValid(v.manifest) && !v.absent.contains(where: { FileManager.default.fileExists(atPath: expand($0)) }) {
+            return (v.ok, v.output)
         }
-        guard let outputLine = next, outputLine.hasPrefix("output "), let count = Int(outputLine.dropFirst("output ".count)) else { return malformed() }
-        let bytes = Array(rest.utf8)
-        guard count >= 0, bytes.count >= count else { return malformed() }
-        let output = String(decoding: bytes[0..<count], as: UTF8.self)
-        guard manifestValid(String(manifestLine.dropFirst("manifest ".count))) else { return nil }
-        for a in absent where FileManager.default.fileExists(atPath: expand(a)) { return nil }
-        return (okLine == "ok 1", output)
+        return nil
     }
 
     /// Whether every file a manifest lists still has its recorded content; a corrupt or

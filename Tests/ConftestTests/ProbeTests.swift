@@ -145,9 +145,9 @@ import TestSupport
 
         // The previous format, sealed and sound but without its key: a miss, not a rejection.
         let body = try #require(String(contentsOfFile: a, encoding: .utf8).components(separatedBy: "checksum ").first)
-        let v3 = body.replacingOccurrences(of: "nvbuild-cache 4\nkey \(cache.stepKey("step-a"))\n", with: "nvbuild-cache 3\n")
-        #expect(v3 != body)
-        try ResultCache.sealed(v3).write(to: URL(fileURLWithPath: a))
+        let v4 = body.replacingOccurrences(of: "\(ResultCache.entryFormat)\nkey \(cache.stepKey("step-a"))\nvariant\n", with: "nvbuild-cache 4\nkey \(cache.stepKey("step-a"))\n")
+        #expect(v4 != body)
+        try ResultCache.sealed(v4).write(to: URL(fileURLWithPath: a))
         let upgraded = try ResultCache(directory: dir)
         #expect(upgraded.lookup(step: "step-a") == nil)
         #expect(upgraded.rejectedEntries == 0)
@@ -160,6 +160,56 @@ import TestSupport
         #expect(text.hasPrefix("nvbuild-manifest 4\nid "))
         #expect(ResultCache.manifestLines(Data(text.utf8), id: String(repeating: "0", count: 64)) == nil)
         #expect(ResultCache.manifestVerdict(Data(text.utf8), id: String(repeating: "0", count: 64)) == .rejected)
+    }
+}
+
+@Suite struct ResultCacheVariantTests {
+    /// One key serves every kernel whose flags abstract to the same text (the kernel's
+    /// folders become placeholders); each kernel's outcome must survive the other's
+    /// store, or probing 6.1 and 6.12 in turn recompiles everything every time.
+    @Test func outcomesOfTwoKernelsShareAKeyWithoutEvictingEachOther() throws {
+        let dir = try Repo.scratch("cache-variants")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let kernelA = dir + "/kernel-a", kernelB = dir + "/kernel-b"
+        for (folder, text) in [(kernelA, "#define X 1\n"), (kernelB, "#define X 2\n")] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try text.write(toFile: folder + "/x.h", atomically: true, encoding: .utf8)
+        }
+        func cache(for kernel: String) throws -> ResultCache {
+            let c = try ResultCache(directory: dir + "/cache")
+            c.abstract([(kernel, "{kernel-output}")])
+            return c
+        }
+        // The step names its kernel's header by its real path; both abstract to one key.
+        func step(_ kernel: String) -> String { "check \(kernel)/x.h" }
+        #expect(try cache(for: kernelA).stepKey(step(kernelA)) == (try cache(for: kernelB).stepKey(step(kernelB))))
+        try cache(for: kernelA).store(step: step(kernelA), ok: true, output: "from a", dependencies: [kernelA + "/x.h"])
+        #expect(try cache(for: kernelB).lookup(step: step(kernelB)) == nil)  // B's header differs: a miss
+        try cache(for: kernelB).store(step: step(kernelB), ok: false, output: "from b", dependencies: [kernelB + "/x.h"])
+        for _ in 0..<2 {
+            #expect(try cache(for: kernelA).lookup(step: step(kernelA))?.output == "from a")
+            #expect(try cache(for: kernelB).lookup(step: step(kernelB))?.output == "from b")
+        }
+        // A's header changes: A misses, B still hits; A's new outcome replaces none of B's.
+        try "#define X 3\n".write(toFile: kernelA + "/x.h", atomically: true, encoding: .utf8)
+        #expect(try cache(for: kernelA).lookup(step: step(kernelA)) == nil)
+        try cache(for: kernelA).store(step: step(kernelA), ok: true, output: "from a, changed", dependencies: [kernelA + "/x.h"])
+        #expect(try cache(for: kernelA).lookup(step: step(kernelA))?.output == "from a, changed")
+        #expect(try cache(for: kernelB).lookup(step: step(kernelB))?.output == "from b")
+        // Outputs of any bytes (newlines, empty) survive the round trip beside each other.
+        let odd = ["", "\n", "line\nvariant\nok 1\n", "é\u{0}"]
+        for (i, output) in odd.enumerated() {
+            let folder = dir + "/kernel-\(i)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try "#define X \(10 + i)\n".write(toFile: folder + "/x.h", atomically: true, encoding: .utf8)
+            try cache(for: folder).store(step: step(folder), ok: i % 2 == 0, output: output, dependencies: [folder + "/x.h"])
+        }
+        for (i, output) in odd.enumerated() {
+            let hit = try cache(for: dir + "/kernel-\(i)").lookup(step: step(dir + "/kernel-\(i)"))
+            #expect(hit?.output == output)
+            #expect(hit?.ok == (i % 2 == 0))
+        }
+        #expect(try cache(for: kernelB).lookup(step: step(kernelB))?.output == "from b")
     }
 }
 
