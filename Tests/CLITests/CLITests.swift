@@ -213,13 +213,14 @@ enum CLI {
         let probe = ["probe", "--tree", CLI.fixture, "--kernel", kernel, "--cache-dir", cache, "--output", outDir]
         let cold = try CLI.run(probe + ["--quiet"])
         #expect(cold.status == 0, "\(cold.stderr)")
-        // Entries live in two-hex-digit folders; their third line is the answer.
+        // Entries live in two-hex-digit folders; their fourth line (after the format, key
+        // and `variant` lines) is the answer of the newest outcome, here the only one.
         let fm = FileManager.default
         let entries = try fm.contentsOfDirectory(atPath: cache).filter { $0.count == 2 }.sorted().flatMap { dir in
             try fm.contentsOfDirectory(atPath: "\(cache)/\(dir)").sorted().map { "\(cache)/\(dir)/\($0)" }
         }
         func answer(_ path: String) -> String? {
-            (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").dropFirst(2).first.map(String.init)
+            (try? String(contentsOfFile: path, encoding: .utf8))?.split(separator: "\n").dropFirst(3).first.map(String.init)
         }
         let defined = try #require(entries.first { answer($0) == "ok 1" }, "no entry answers defined")
         let undefined = try #require(entries.first { answer($0) == "ok 0" }, "no entry answers undefined")
